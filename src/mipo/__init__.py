@@ -1,0 +1,34 @@
+"""mipo: Mutual Information Preference Optimization.
+
+For each prompt the base model's own response is *chosen* and its response to a different prompt is
+*rejected*; DPO on those pairs raises the mutual information between prompt and response.
+The stages are plain functions taking a config dataclass and returning the path they wrote.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public names, imported on first use so that ``import mipo`` stays light.
+_LAZY = {
+    "load_model": "mipo.models",
+    "build_pairs": "mipo.pairs",
+    "PairsConfig": "mipo.pairs",
+    "sample": "mipo.sample",
+    "SampleConfig": "mipo.sample",
+    "train": "mipo.training",
+    "TrainConfig": "mipo.training",
+    "evaluate": "mipo.evaluation",
+    "EvalConfig": "mipo.evaluation",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mipo' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from mipo.cli import run
+
+run()

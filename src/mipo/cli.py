@@ -1,0 +1,76 @@
+"""The ``mipo`` command: a table from command name to the module that implements it.
+
+Each command module defines ``configure_parser(parser)`` and ``main(args) -> int | None``; it is imported
+only when its command runs, so ``mipo --help`` answers without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mipo import __version__
+from mipo.errors import MipoError
+
+# name -> (module, one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mipo.demo", "the embedded SmolLM2-135M, offline, on the CPU"),
+    "models": ("mipo.model_list", "list the built-in models and whether each is installed and cached"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mipo",
+        description="Mutual Information Preference Optimization: improve an instruct LLM with no new data, "
+        "labels, judge or verifier.",
+        epilog="Run 'mipo COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"mipo {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    top, rest = parser.parse_known_args(argv)
+    if top.command is None:
+        parser.print_help()
+        return 0 if not argv else 2
+    module_name, help_text = COMMANDS[top.command]
+    logging.basicConfig(
+        level=logging.DEBUG if top.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers.modeling_utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        module = importlib.import_module(module_name)
+        sub = argparse.ArgumentParser(prog=f"mipo {top.command}", description=help_text)
+        module.configure_parser(sub)
+        args = sub.parse_args(rest)
+        return int(module.main(args) or 0)
+    except MipoError as e:
+        print(f"mipo {top.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"mipo {top.command}: interrupted; partial outputs are kept (rerun with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

