@@ -33,8 +33,8 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/training.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(wildcard src tests bench scripts)
+	$(BIN)/ruff format --check $(wildcard src tests bench scripts)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
