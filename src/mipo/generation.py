@@ -113,9 +113,13 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     return sorted(ids)
 
 
-def encode_conversations(tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation]) -> list[list[int]]:
+def encode_conversations(
+    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation]
+) -> list[list[int]]:
     """Token ids of each conversation through the chat template, ending with the assistant's turn opening."""
-    texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    texts = [
+        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
+    ]
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
@@ -255,7 +259,9 @@ def _decode_batch(
     return new_tokens
 
 
-def _pick_tokens(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
+def _pick_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
     """Greedy at ``temperature <= 0``; otherwise a sample from the top-p nucleus of ``softmax(logits / T)``."""
     import torch
 
@@ -296,6 +302,18 @@ def _sample_nucleus(
     return sorted_ids.gather(-1, choice).squeeze(-1)
 
 
+def load_vllm(model: str, *, seed: int = 0, **engine_args: Any) -> Any:
+    """A ``vllm.LLM`` for ``model`` (a folder or Hub id); a one-line error where vLLM is not installed."""
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise MipoError(
+            "backend 'vllm' needs vLLM, which is not installed: pip install 'mipo[vllm]' "
+            "(Linux with a GPU), or use --backend hf"
+        ) from None
+    return LLM(model=model, seed=seed, **engine_args)
+
+
 def _generate_vllm(
     model: Any,
     conversations: list[Conversation],
@@ -306,14 +324,9 @@ def _generate_vllm(
     seed: int,
     stats: GenerationStats,
 ) -> list[list[str]]:
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError:
-        raise MipoError(
-            "backend 'vllm' needs vLLM, which is not installed: pip install 'mipo[vllm]' "
-            "(Linux with a GPU), or use --backend hf"
-        ) from None
-    llm = model if isinstance(model, LLM) else LLM(model=str(model), seed=seed)
+    llm = model if not isinstance(model, (str, bytes)) else load_vllm(str(model), seed=seed)
+    from vllm import SamplingParams
+
     params = SamplingParams(
         n=num_samples,
         temperature=max(temperature, 0.0),
