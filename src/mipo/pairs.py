@@ -157,8 +157,8 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
         if r.id not in done_ids:
             needed.add(_positive_key(r.id))
             needed.update(plan.negatives[r.id])
-    todo = [k for k in plan.order if k in needed]
-    chunks = [todo[c : c + config.chunk_size] for c in range(0, len(todo), config.chunk_size)]
+    # Chunks are cut from the whole plan, not from what is left, so a resumed chunk keeps its seed and rows.
+    chunks = [plan.order[c : c + config.chunk_size] for c in range(0, len(plan.order), config.chunk_size)]
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -172,7 +172,7 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
         for c, chunk in enumerate(chunks):
             if c % world != rank:
                 continue
-            missing = [k for k in chunk if k not in cached]
+            missing = [k for k in chunk if k in needed and k not in cached]
             if missing:
                 responses = _generate(
                     model, tokenizer, [plan.conversations[k] for k in missing], config, c, summary
@@ -204,7 +204,7 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
     writer.close()
     for path in _cache_paths(out):
         path.unlink()
-    log.info(summary.line())
+    log.debug(summary.line())
     return summary
 
 
@@ -212,10 +212,16 @@ def _processes() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier): one process, or those of ``accelerate launch`` / ``torchrun``."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, lambda: None
+    state = _partial_state()
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def _partial_state():
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    return state.process_index, state.num_processes, state.wait_for_everyone
+    # Without a GPU, accelerate only joins the processes (with gloo) when told it runs on the CPU.
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _broadcast(value: Any) -> Any:
@@ -275,9 +281,7 @@ def _load(config: PairsConfig, rank: int):
 
     device = config.device
     if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        device = str(PartialState().device)
+        device = str(_partial_state().device)
     return load_model(config.model, device=device)
 
 
