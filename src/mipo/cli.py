@@ -18,6 +18,11 @@ from mipo.errors import MipoError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mipo.demo", "the embedded SmolLM2-135M, offline, on the CPU"),
     "models": ("mipo.model_list", "list the built-in models and whether each is installed and cached"),
+    "pairs": (
+        "mipo.pairs",
+        "MIPO preference pairs (chosen: response to x; rejected: response to x') from prompts",
+    ),
+    "sample": ("mipo.sample", "sample the model's responses to a prompt set, one row per prompt"),
 }
 
 

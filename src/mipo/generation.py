@@ -1,21 +1,43 @@
 """The generation engine: sample responses for many chat conversations, batched.
 
 ``generate_responses`` is the one entry point used by ``mipo pairs``, ``mipo sample`` and ``mipo eval``.
+
+Backend ``hf`` (default) is a bare decode loop over a ``transformers`` model rather than ``model.generate``:
+on a CPU most of ``generate``'s time goes outside the model (logits processors, a full sort of the
+vocabulary for top-p, per-step bookkeeping). The loop here
+
+- sorts prompts by length so a batch wastes few tokens on left padding,
+- runs the prefill with ``logits_to_keep=1`` (no vocabulary projection for the prompt tokens),
+- samples top-p from the top-k candidates first and sorts the full vocabulary only for the rare row
+  whose nucleus is not inside them (exact top-p, a fraction of the cost),
+- drops finished rows from the batch and from the KV cache, so a batch runs as fast as its live rows.
+
+Greedy decoding (``temperature=0``) gives the same tokens as ``model.generate(do_sample=False)``
+(tested). Backend ``vllm`` hands the conversations to ``vllm.LLM.chat`` with ``SamplingParams(n=...)``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mipo.errors import ConfigError, MipoError
+
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]  # chat messages: [{"role": "user", "content": "..."}]
+
+BACKENDS = ("hf", "vllm")
+TOP_K_CANDIDATES = 64  # top-p is taken from these first; the full sort runs only where they do not cover p
+# End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
 @dataclass
@@ -23,6 +45,8 @@ class GenerationStats:
     prompts: int = 0
     new_tokens: int = 0
     seconds: float = 0.0
+    prompt_tokens: int = 0
+    padding_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -30,8 +54,8 @@ class GenerationStats:
 
 
 def generate_responses(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel | Any,
+    tokenizer: PreTrainedTokenizerBase | None,
     conversations: list[Conversation],
     *,
     num_samples: int = 1,
@@ -42,43 +66,280 @@ def generate_responses(
     batch_size: int = 32,
     progress: bool = True,
     stats: GenerationStats | None = None,
+    backend: str = "hf",
+    drop_finished: bool = True,
 ) -> list[list[str]]:
-    """Return ``num_samples`` responses per conversation, in input order. ``temperature=0`` is greedy."""
+    """Return ``num_samples`` responses per conversation, in input order. ``temperature=0`` is greedy.
+
+    With ``backend="vllm"``, ``model`` is a ``vllm.LLM`` or a model name/folder for it; ``tokenizer`` is unused.
+    The same inputs and ``seed`` give the same responses (on one device and batch size).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if num_samples < 1 or max_new_tokens < 1 or batch_size < 1:
+        raise ConfigError("num_samples, max_new_tokens and batch_size must be at least 1")
+    stats = stats if stats is not None else GenerationStats()
+    if not conversations:
+        return []
+    if backend == "vllm":
+        return _generate_vllm(
+            model, conversations, num_samples, temperature, top_p, max_new_tokens, seed, stats
+        )
+    return _generate_hf(
+        model,
+        tokenizer,
+        conversations,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        stats=stats,
+        drop_finished=drop_finished,
+    )
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens that end a reply: the model's eos token(s) and the chat template's end-of-turn token."""
+    ids: set[int] = set()
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    return sorted(ids)
+
+
+def encode_conversations(
+    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation]
+) -> list[list[int]]:
+    """Token ids of each conversation through the chat template, ending with the assistant's turn opening."""
+    texts = [
+        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
+    ]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    # transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name still works, with a warning).
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _generate_hf(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[Conversation],
+    *,
+    num_samples: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+    progress: bool,
+    stats: GenerationStats,
+    drop_finished: bool,
+) -> list[list[str]]:
     import torch
     from tqdm.auto import tqdm
 
-    stats = stats if stats is not None else GenerationStats()
-    prompts = [
-        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
-    ]
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(
-        range(len(encoded)), key=lambda i: len(encoded[i])
-    )  # similar lengths share a batch: less padding
-    results: list[list[str]] = [[] for _ in conversations]
-    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
-    if temperature > 0:
-        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-    else:
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if tokenizer is None:
+        raise ConfigError("backend 'hf' needs the model's tokenizer")
+    encoded = encode_conversations(tokenizer, conversations)
+    # Each sample is its own row; rows of similar length share a batch (less padding).
+    rows = [(i, s) for i in range(len(encoded)) for s in range(num_samples)]
+    rows.sort(key=lambda r: len(encoded[r[0]]))
+    stops = torch.tensor(stop_token_ids(model, tokenizer), device=model.device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
+    generator = torch.Generator(device=model.device)
+    results: list[list[str]] = [[""] * num_samples for _ in conversations]
     start = time.perf_counter()
-    bar = tqdm(total=len(order), desc="generating", unit="prompt", disable=not progress)
-    for b, first in enumerate(range(0, len(order), batch_size)):
-        idx = order[first : first + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
-        torch.manual_seed(seed + b)
-        with torch.inference_mode():
-            out = model.generate(**batch, num_return_sequences=num_samples, **gen_kwargs)
-        new = out[:, batch["input_ids"].shape[1] :]  # (B * num_samples, T_new)
-        for row, tokens in enumerate(new):
-            kept = tokens[tokens != tokenizer.pad_token_id] if tokenizer.pad_token_id is not None else tokens
-            stats.new_tokens += int(kept.numel())
-            results[idx[row // num_samples]].append(
-                tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            )
-        stats.prompts += len(idx)
+    bar = tqdm(total=len(conversations), desc="generating", unit="prompt", disable=not progress)
+    done_samples = [0] * len(conversations)
+    for b, first in enumerate(range(0, len(rows), batch_size)):
+        batch_rows = rows[first : first + batch_size]
+        generator.manual_seed(seed * 1_000_003 + b)
+        tokens = _decode_batch(
+            model,
+            [encoded[i] for i, _ in batch_rows],
+            stops=stops,
+            pad_id=pad_id,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            generator=generator,
+            drop_finished=drop_finished,
+            stats=stats,
+        )
+        finished_prompts = 0
+        for (i, s), row_tokens in zip(batch_rows, tokens):
+            stats.new_tokens += len(row_tokens)
+            results[i][s] = tokenizer.decode(row_tokens, skip_special_tokens=True).strip()
+            done_samples[i] += 1
+            finished_prompts += done_samples[i] == num_samples
+        stats.prompts += finished_prompts
         stats.seconds = time.perf_counter() - start
-        bar.update(len(idx))
+        bar.update(finished_prompts)
         bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
     bar.close()
+    return results
+
+
+def _decode_batch(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    *,
+    stops: torch.Tensor,
+    pad_id: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    generator: torch.Generator,
+    drop_finished: bool,
+    stats: GenerationStats,
+) -> list[list[int]]:
+    """Decode one left-padded batch with the model's KV cache; returns each row's new tokens (stop token cut)."""
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        input_ids[r, width - len(p) :] = torch.tensor(p)
+        attention_mask[r, width - len(p) :] = 1
+    stats.prompt_tokens += sum(len(p) for p in prompts)
+    stats.padding_tokens += width * len(prompts) - sum(len(p) for p in prompts)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    # Left padding: positions count real tokens only, as generate() does.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    cache_arg = _cache_kwarg(model)
+    live = torch.arange(len(prompts), device=device)  # batch row -> index into ``prompts``
+    new_tokens: list[list[int]] = [[] for _ in prompts]
+    with torch.inference_mode():
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_arg: cache},
+        ).logits[:, -1, :]  # (B, V)
+        next_position = position_ids[:, -1:] + 1  # (B, 1)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # finished rows still in the batch
+        for step in range(max_new_tokens):
+            chosen = _pick_tokens(logits.float(), temperature, top_p, generator)  # (B,)
+            done = done | torch.isin(chosen, stops)
+            for row, token, finished in zip(live.tolist(), chosen.tolist(), done.tolist()):
+                if not finished:
+                    new_tokens[row].append(token)
+            if step == max_new_tokens - 1 or bool(done.all()):
+                break
+            # Dropping rows copies the cache: worth it once a quarter of the batch has finished.
+            if drop_finished and int(done.sum()) * 4 >= len(done):
+                keep = (~done).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                live, chosen, done = live[keep], chosen[keep], done[keep]
+                attention_mask, next_position = attention_mask[keep], next_position[keep]
+            # Finished rows left in the batch keep decoding; their tokens are ignored.
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(live), 1))], dim=-1)
+            logits = model(
+                input_ids=chosen.unsqueeze(-1),
+                attention_mask=attention_mask,
+                position_ids=next_position,
+                use_cache=True,
+                **{cache_arg: cache},
+            ).logits[:, -1, :]
+            next_position = next_position + 1
+    return new_tokens
+
+
+def _pick_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Greedy at ``temperature <= 0``; otherwise a sample from the top-p nucleus of ``softmax(logits / T)``."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    scaled = logits / temperature  # (B, V)
+    k = min(TOP_K_CANDIDATES, scaled.shape[-1])
+    if top_p >= 1.0:
+        probs = torch.softmax(scaled, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    log_total = torch.logsumexp(scaled, dim=-1, keepdim=True)  # (B, 1)
+    top_values, top_ids = scaled.topk(k, dim=-1)  # (B, k), sorted high to low
+    top_probs = (top_values - log_total).exp()
+    covered = top_probs.sum(-1) >= top_p
+    if not bool(covered.all()):
+        # The nucleus is wider than k for some rows: take those rows' full sorted vocabulary.
+        wide = (~covered).nonzero().squeeze(-1)
+        full_values, full_ids = scaled[wide].sort(dim=-1, descending=True)
+        picked = _sample_nucleus((full_values - log_total[wide]).exp(), full_ids, top_p, generator)
+        narrow = covered.nonzero().squeeze(-1)
+        out = torch.empty(scaled.shape[0], dtype=torch.long, device=scaled.device)
+        out[wide] = picked
+        if len(narrow):
+            out[narrow] = _sample_nucleus(top_probs[narrow], top_ids[narrow], top_p, generator)
+        return out
+    return _sample_nucleus(top_probs, top_ids, top_p, generator)
+
+
+def _sample_nucleus(
+    sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Keep the most likely tokens until their mass reaches ``top_p`` (at least one), renormalise, sample."""
+    import torch
+
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+    kept = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+    choice = torch.multinomial(kept, 1, generator=generator)  # (B, 1), multinomial renormalises
+    return sorted_ids.gather(-1, choice).squeeze(-1)
+
+
+def load_vllm(model: str, *, seed: int = 0, **engine_args: Any) -> Any:
+    """A ``vllm.LLM`` for ``model`` (a folder or Hub id); a one-line error where vLLM is not installed."""
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise MipoError(
+            "backend 'vllm' needs vLLM, which is not installed: pip install 'mipo[vllm]' "
+            "(Linux with a GPU), or use --backend hf"
+        ) from None
+    return LLM(model=model, seed=seed, **engine_args)
+
+
+def _generate_vllm(
+    model: Any,
+    conversations: list[Conversation],
+    num_samples: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    stats: GenerationStats,
+) -> list[list[str]]:
+    llm = model if not isinstance(model, (str, bytes)) else load_vllm(str(model), seed=seed)
+    from vllm import SamplingParams
+
+    params = SamplingParams(
+        n=num_samples,
+        temperature=max(temperature, 0.0),
+        top_p=top_p if temperature > 0 else 1.0,
+        max_tokens=max_new_tokens,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    outputs = llm.chat(conversations, params, use_tqdm=True)
+    stats.seconds += time.perf_counter() - start
+    stats.prompts += len(outputs)
+    results = []
+    for out in outputs:
+        stats.new_tokens += sum(len(c.token_ids) for c in out.outputs)
+        results.append([c.text.strip() for c in out.outputs])
     return results

@@ -1,0 +1,167 @@
+"""``mipo sample``: the model's responses to a prompt set, one row per prompt (same engine as ``mipo pairs``).
+
+Rows: ``{id, prompt: [messages], responses: [texts], response: the first, answer, model, seed, generation}``.
+Rows are flushed chunk by chunk; ``--resume`` continues a killed run without repeating a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mipo.config import add_config_arguments, option, require, resolve
+from mipo.generation import BACKENDS, GenerationStats
+from mipo.models import DEFAULT_MODEL
+from mipo.prompts import CONTEXT_MODES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleConfig:
+    model: str = option(DEFAULT_MODEL, "model that answers: a built-in name, a folder or a Hub id")
+    prompts: str | None = option(None, "prompt records: JSONL, CSV, Parquet, a datasets folder or a Hub id")
+    out: str | None = option(None, "output file (.jsonl or .parquet)")
+    prompt_field: str = option("prompt", "record field holding the prompt (text or chat messages)")
+    context_field: str = option("context", "record field holding the user's context")
+    id_field: str = option("id", "record field holding the id (default: the line number)")
+    system_field: str = option("system", "record field holding a system text")
+    split: str = option("train", "split of a datasets folder or Hub dataset")
+    limit: int | None = option(None, "use only the first N prompt records")
+    context_mode: str = option(
+        "system", "where the context goes: system message or prefix of the user turn", choices=CONTEXT_MODES
+    )
+    with_context: bool = option(True, "include each record's context in its prompt")
+    samples: int = option(1, "responses per prompt")
+    temperature: float = option(0.1, "sampling temperature (0 = greedy)")
+    top_p: float = option(0.9, "nucleus sampling mass")
+    max_new_tokens: int = option(256, "longest response, in tokens")
+    seed: int = option(0, "sampling seed")
+    batch_size: int = option(32, "rows decoded together (hf backend)")
+    chunk_size: int = option(128, "prompts generated between flushes to disk")
+    backend: str = option("hf", "generation engine", choices=BACKENDS)
+    device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
+    resume: bool = option(False, "continue an interrupted run from its partial file")
+    overwrite: bool = option(False, "replace an existing output")
+    progress: bool = option(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.prompts:
+            problems.append("prompts is required (--prompts FILE)")
+        if not self.out:
+            problems.append("out is required (--out FILE.jsonl)")
+        elif Path(self.out).suffix not in (".jsonl", ".parquet"):
+            problems.append(f"out must end in .jsonl or .parquet, got {self.out!r}")
+        for name in ("samples", "max_new_tokens", "batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.temperature < 0:
+            problems.append("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            problems.append("top_p must be in (0, 1]")
+        if self.resume and self.overwrite:
+            problems.append("pass --resume or --overwrite, not both")
+        require(problems)
+
+
+def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Path:
+    """Write one row per prompt of ``config.prompts`` with the model's response(s); returns the path."""
+    from tqdm.auto import tqdm
+
+    from mipo.files import RowWriter
+    from mipo.generation import generate_responses
+    from mipo.prompts import load_prompts, to_conversation
+
+    stats = stats if stats is not None else GenerationStats()
+    records = load_prompts(
+        config.prompts,
+        prompt_field=config.prompt_field,
+        context_field=config.context_field,
+        id_field=config.id_field,
+        system_field=config.system_field,
+        split=config.split,
+        limit=config.limit,
+    )
+    writer = RowWriter(config.out, resume=config.resume, overwrite=config.overwrite)
+    try:
+        done = {str(row["id"]) for row in writer.existing}
+        todo = [r for r in records if r.id not in done]
+        model, tokenizer = _load(config)
+        bar = tqdm(total=len(todo), desc="sampling", unit="prompt", disable=not config.progress)
+        for first in range(0, len(todo), config.chunk_size):
+            chunk = todo[first : first + config.chunk_size]
+            conversations = [
+                to_conversation(r, context_mode=config.context_mode, with_context=config.with_context)
+                for r in chunk
+            ]
+            responses = generate_responses(
+                model,
+                tokenizer,
+                conversations,
+                num_samples=config.samples,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                max_new_tokens=config.max_new_tokens,
+                seed=config.seed * 100_003 + first // config.chunk_size,
+                batch_size=config.batch_size,
+                progress=False,
+                stats=stats,
+                backend=config.backend,
+            )
+            for record, conversation, texts in zip(chunk, conversations, responses):
+                writer.write(
+                    {
+                        "id": record.id,
+                        "prompt": conversation,
+                        "responses": texts,
+                        "response": texts[0],
+                        "answer": record.answer,
+                        "model": config.model,
+                        "seed": config.seed,
+                        "generation": {
+                            "temperature": config.temperature,
+                            "top_p": config.top_p,
+                            "max_new_tokens": config.max_new_tokens,
+                            "samples": config.samples,
+                            "backend": config.backend,
+                        },
+                    }
+                )
+            bar.update(len(chunk))
+            bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
+        bar.close()
+    except BaseException:
+        writer.abort()
+        raise
+    path = writer.close()
+    log.info("wrote %d rows to %s (%.1f tokens/s)", writer.count, path, stats.tokens_per_second)
+    return path
+
+
+def _load(config: SampleConfig):
+    if config.backend == "vllm":
+        from mipo.generation import load_vllm
+        from mipo.models import resolve_model
+
+        return load_vllm(resolve_model(config.model), seed=config.seed), None
+    from mipo.models import load_model
+
+    return load_model(config.model, device=config.device)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of settings (flags override it)")
+    add_config_arguments(parser, SampleConfig)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = resolve(SampleConfig, args, yaml_path=args.config)
+    stats = GenerationStats()
+    path = sample(config, stats=stats)
+    print(
+        f"wrote {stats.prompts} prompts' responses to {path}; {stats.new_tokens} new tokens at {stats.tokens_per_second:.1f} tokens/s"
+    )
+    return 0

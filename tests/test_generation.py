@@ -1,0 +1,123 @@
+"""The generation engine: greedy output equals ``model.generate``; sampling is seeded, ordered and exact."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from mipo.errors import MipoError
+
+QUESTIONS = [
+    "What is 2+2?",
+    "Write a very long story about a dragon who lives in a castle by the sea.",
+    "Hi",
+    "Name three colors of the rainbow, please.",
+    "Why is the sky blue?",
+]
+
+
+def conversations(questions=QUESTIONS):
+    return [[{"role": "user", "content": q}] for q in questions]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from mipo.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+def reference_greedy(model, tokenizer, convs, max_new_tokens):
+    import torch
+
+    from mipo.generation import encode_conversations, stop_token_ids
+
+    out = []
+    for ids in encode_conversations(tokenizer, convs):
+        generated = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop_token_ids(model, tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        out.append(tokenizer.decode(generated[0, len(ids) :], skip_special_tokens=True).strip())
+    return out
+
+
+def test_greedy_equals_model_generate_on_the_tiny_model(tiny):
+    from mipo.generation import GenerationStats, generate_responses
+
+    model, tokenizer = tiny
+    stats = GenerationStats()
+    ours = generate_responses(
+        model,
+        tokenizer,
+        conversations(),
+        temperature=0,
+        max_new_tokens=12,
+        batch_size=3,
+        progress=False,
+        stats=stats,
+    )
+    assert [r[0] for r in ours] == reference_greedy(model, tokenizer, conversations(), 12)
+    assert stats.prompts == len(QUESTIONS) and 0 < stats.new_tokens <= 12 * len(QUESTIONS)
+    assert stats.padding_tokens > 0  # batches of 3 over 5 prompts of different lengths
+
+
+def test_sampling_is_seeded_and_keeps_input_order(tiny):
+    from mipo.generation import generate_responses
+
+    model, tokenizer = tiny
+    kwargs = dict(temperature=1.0, top_p=0.9, max_new_tokens=8, num_samples=2, progress=False, batch_size=4)
+    first = generate_responses(model, tokenizer, conversations(), seed=1, **kwargs)
+    assert first == generate_responses(model, tokenizer, conversations(), seed=1, **kwargs)
+    assert first != generate_responses(model, tokenizer, conversations(), seed=2, **kwargs)
+    assert [len(r) for r in first] == [2] * len(QUESTIONS)
+    # Order: each prompt's greedy answer is the same alone as in a batch.
+    batched = generate_responses(
+        model, tokenizer, conversations(), temperature=0, max_new_tokens=6, progress=False
+    )
+    for k, q in enumerate(QUESTIONS):
+        alone = generate_responses(
+            model, tokenizer, conversations([q]), temperature=0, max_new_tokens=6, progress=False
+        )
+        assert alone == [batched[k]]
+
+
+def test_top_p_samples_only_the_nucleus_with_and_without_the_top_k_shortcut(monkeypatch):
+    import torch
+
+    import mipo.generation as generation
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).repeat(400, 1)
+    logits = probs.log()
+    for k in (4, 1):  # k=1 leaves the nucleus outside the candidates: the full sort must take over
+        monkeypatch.setattr(generation, "TOP_K_CANDIDATES", k)
+        gen = torch.Generator().manual_seed(0)
+        picked = generation._pick_tokens(logits, 1.0, 0.7, gen)
+        counts = torch.bincount(picked, minlength=4).tolist()
+        assert counts[2] == counts[3] == 0 and counts[0] > counts[1] > 0  # nucleus {0, 1}: mass 0.8 >= 0.7
+    assert generation._pick_tokens(logits[:2], 0.0, 0.9, gen).tolist() == [0, 0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_backend_without_vllm_is_a_clear_error():
+    from mipo.generation import generate_responses
+
+    with pytest.raises(MipoError, match="backend 'vllm' needs vLLM, which is not installed: pip install"):
+        generate_responses("some/model", None, conversations(), backend="vllm")
+
+
+@pytest.mark.slow
+def test_greedy_equals_model_generate_on_smollm2():
+    from mipo.generation import generate_responses
+    from mipo.models import load_model
+
+    model, tokenizer = load_model("smollm2-135m", device="cpu")
+    ours = generate_responses(
+        model, tokenizer, conversations(), temperature=0, max_new_tokens=48, progress=False
+    )
+    assert [r[0] for r in ours] == reference_greedy(model, tokenizer, conversations(), 48)
