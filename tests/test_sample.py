@@ -50,7 +50,7 @@ def test_sample_writes_one_row_per_prompt(tmp_path, tiny_model_dir, cli):
 
 
 def test_sample_resume_skips_rows_already_written(tmp_path, tiny_model_dir):
-    from mipo.sample import SampleConfig, sample
+    from mipo.sampling import SampleConfig, sample
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(

@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mipo.pairs",
         "MIPO preference pairs (chosen: response to x; rejected: response to x') from prompts",
     ),
-    "sample": ("mipo.sample", "sample the model's responses to a prompt set, one row per prompt"),
+    "sample": ("mipo.sampling", "sample the model's responses to a prompt set, one row per prompt"),
 }
 
 
