@@ -111,11 +111,197 @@ def run_stage(stage: Stage) -> str:
         log.info("%s: settings changed, rerunning it", stage.name)
         shutil.rmtree(stage.folder)
     stage.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(state_file, {"stage": stage.name, "key": stage.key, "finished": False,
-                                   "settings": stage.settings, "upstream": stage.upstream})
+    atomic_write_json(
+        state_file,
+        {
+            "stage": stage.name,
+            "key": stage.key,
+            "finished": False,
+            "settings": stage.settings,
+            "upstream": stage.upstream,
+        },
+    )
     start = time.perf_counter()
     stage.run(stage.folder, resume)
-    atomic_write_json(state_file, {"stage": stage.name, "key": stage.key, "finished": True,
-                                   "seconds": round(time.perf_counter() - start, 1),
-                                   "settings": stage.settings, "upstream": stage.upstream})
+    atomic_write_json(
+        state_file,
+        {
+            "stage": stage.name,
+            "key": stage.key,
+            "finished": True,
+            "seconds": round(time.perf_counter() - start, 1),
+            "settings": stage.settings,
+            "upstream": stage.upstream,
+        },
+    )
     return "resumed" if resume else "ran"
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def build_stages(config: RunConfig) -> list[Stage]:
+    """The run as a chain of stages; each one's key covers its settings and everything upstream."""
+    from mipo.config import from_dict
+
+    run_dir = Path(config.run_dir)
+    stages: list[Stage] = []
+
+    # prompts: a built-in task's train prompts, or the user's file (its content is part of the key)
+    prompts_settings = dict(config.prompts)
+    prompts_dir = run_dir / "prompts"
+    if "file" in prompts_settings:
+        source = Path(prompts_settings["file"])
+        if not source.is_file():
+            raise ConfigError(f"prompts.file: {source} not found")
+        prompts_settings["sha256"] = _file_digest(source)
+        prompts_path = source
+
+        def run_prompts(folder: Path, resume: bool) -> None:
+            atomic_write_json(
+                folder / "source.json", {"file": str(source.resolve()), "sha256": prompts_settings["sha256"]}
+            )
+    else:
+        from mipo.evaluation import EvalConfig
+
+        export = {k: v for k, v in prompts_settings.items()}
+        export.setdefault("export_seed", config.seed)
+        prompts_path = prompts_dir / "prompts.jsonl"
+        export_config = from_dict(EvalConfig, {**export, "export_train": str(prompts_path)}, source="prompts")
+
+        def run_prompts(folder: Path, resume: bool) -> None:
+            from mipo.evaluation import export_train
+
+            export_train(export_config)
+
+    stages.append(Stage("prompts", prompts_dir, prompts_settings, [], run_prompts))
+
+    # pairs
+    from mipo.pairs import PairsConfig, build_pairs
+
+    pairs_path = run_dir / "pairs" / "pairs.jsonl"
+    pairs_settings = {"model": config.model, "seed": config.seed, **config.pairs}
+    from_dict(
+        PairsConfig, {**pairs_settings, "prompts": str(prompts_path), "out": str(pairs_path)}, source="pairs"
+    )
+
+    def run_pairs(folder: Path, resume: bool) -> None:
+        build_pairs(
+            from_dict(
+                PairsConfig,
+                {
+                    **pairs_settings,
+                    "prompts": str(prompts_path),
+                    "out": str(pairs_path),
+                    "resume": resume,
+                    "overwrite": not resume,
+                },
+                source="pairs",
+            )
+        )
+
+    stages.append(Stage("pairs", pairs_path.parent, pairs_settings, [stages[-1].key], run_pairs))
+
+    # train
+    from mipo.training import TrainConfig, train
+
+    model_dir = run_dir / "train" / "model"
+    train_settings = {"model": config.model, "seed": config.seed, **config.train}
+    from_dict(
+        TrainConfig, {**train_settings, "pairs": str(pairs_path), "out": str(model_dir)}, source="train"
+    )
+
+    def run_train(folder: Path, resume: bool) -> None:
+        resume = resume and model_dir.exists()
+        train(
+            from_dict(
+                TrainConfig,
+                {
+                    **train_settings,
+                    "pairs": str(pairs_path),
+                    "out": str(model_dir),
+                    "resume": resume,
+                    "overwrite": not resume,
+                },
+                source="train",
+            )
+        )
+
+    stages.append(Stage("train", model_dir.parent, train_settings, [stages[-1].key], run_train))
+
+    # eval: every entry compares the trained model with its baseline (the base model unless named)
+    from mipo.evaluation import EvalConfig, evaluate
+
+    train_key = stages[-1].key
+    for i, entry in enumerate(config.eval):
+        name = str(entry.get("name") or entry["task"]).replace(":", "-").replace("/", "-")
+        settings = {"baseline": config.model, **{k: v for k, v in entry.items() if k != "name"}}
+        folder = run_dir / "eval" / name
+        from_dict(EvalConfig, {**settings, "model": str(model_dir), "out": str(folder)}, source=f"eval[{i}]")
+
+        def run_eval(folder: Path, resume: bool, settings: dict = settings) -> None:
+            evaluate(
+                from_dict(
+                    EvalConfig,
+                    {**settings, "model": str(model_dir), "out": str(folder), "overwrite": True},
+                    source="eval",
+                )
+            )
+
+        stages.append(Stage(f"eval:{name}", folder, settings, [train_key], run_eval))
+
+    # report: reads everything; cheap, so it reruns whenever anything upstream changed
+    from mipo.report import build_report
+
+    def run_report(folder: Path, resume: bool) -> None:
+        build_report(run_dir, title=config.title)
+
+    stages.append(
+        Stage("report", run_dir / "report", dict(config.report), [s.key for s in stages], run_report)
+    )
+    return stages
+
+
+def run_pipeline(config: RunConfig) -> Path:
+    """Run every stage of ``config`` in order (skipping finished ones); return the report's path."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from mipo.config import to_dict
+
+    atomic_write_json(run_dir / "run_config.json", to_dict(config))
+    stages = build_stages(config)
+    for i, stage in enumerate(stages, start=1):
+        log.info("[%d/%d] %s", i, len(stages), stage.name)
+        outcome = run_stage(stage)
+        log.info("[%d/%d] %s: %s", i, len(stages), stage.name, outcome)
+    return run_dir / "report" / "report.md"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run prompts -> pairs -> train -> eval -> report from a YAML config into one run folder. Rerunning "
+        "skips finished stages and resumes an interrupted one; a changed setting reruns that stage and "
+        "the ones after it. Example configs: configs/*.yaml."
+    )
+    parser.add_argument(
+        "config",
+        help="the run's YAML file (keys: run_dir, model, seed, prompts, pairs, train, eval, report, title)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override any key, e.g. train.learning_rate=1e-4 eval.0.limit=20 run_dir=runs/x",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_run_config(args.config, args.overrides)
+    report = run_pipeline(config)
+    print(f"report: {report} (and {report.with_suffix('.html')})")
+    return 0
