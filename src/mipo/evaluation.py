@@ -232,19 +232,26 @@ def _run_model(config: EvalConfig, task: Task, model, tokenizer) -> dict[int, li
     return by_seed
 
 
+def _other_prompts(config: EvalConfig, task: Task) -> list[list[int]]:
+    """The K other prompts of each item, fixed by the first seed (the same for every model compared)."""
+    from mipo.pmi import choose_other_prompts
+
+    keys = [json.dumps(item.messages(config.context_mode), sort_keys=True) for item in task.items]
+    try:
+        return choose_other_prompts(keys, config.k, seed=config.seeds[0])
+    except ValueError as e:
+        raise ConfigError(f"pmi: {e} (or raise --limit)") from None
+
+
 def _score_pmi(
     config: EvalConfig, task: Task, runs: dict[str, dict[int, list[dict]]], model, tokenizer
 ) -> dict[str, Any]:
     """Fill each row's ``pmi`` under the reference model; score the pairs file's responses when asked."""
-    from mipo.pmi import choose_other_prompts, pmi_scores
+    from mipo.pmi import pmi_scores
     from mipo.tasks import response_text
 
     conversations = [item.messages(config.context_mode) for item in task.items]
-    keys = [json.dumps(c, sort_keys=True) for c in conversations]
-    try:
-        others = choose_other_prompts(keys, config.k, seed=config.seeds[0])
-    except ValueError as e:
-        raise ConfigError(f"pmi: {e} (or raise --limit)") from None
+    others = _other_prompts(config, task)
     for role, by_seed in runs.items():
         for seed, rows in by_seed.items():
             log.info("pmi of the %s's responses (seed %s) under the reference", role, seed)
@@ -337,6 +344,9 @@ def evaluate(config: EvalConfig) -> Path:
         load_task(n, limit=config.limit, train_split=config.train_split, prompts=config.prompts)
         for n in config.task_names
     ]
+    for task in tasks:
+        if task.kind == "pmi":  # fail before any model loads when the prompts cannot supply K others
+            _other_prompts(config, task)
     roles = {"model": config.model, **({"baseline": config.baseline} if config.baseline else {})}
     slot = _ModelSlot(config.device)
     runs: dict[str, dict[str, dict[int, list[dict]]]] = defaultdict(dict)  # task -> role -> seed -> rows
