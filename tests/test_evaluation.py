@@ -6,7 +6,7 @@ import pytest
 
 from mipo.evaluation import EvalConfig, evaluate
 
-FAST = ["--limit", "4", "--max-new-tokens", "8", "--no-progress", "--n-bootstrap", "500"]
+FAST = ["--limit", "3", "--max-new-tokens", "6", "--no-progress", "--n-bootstrap", "500"]
 
 
 def _read_rows(path):
@@ -48,7 +48,7 @@ def test_every_task_end_to_end_with_a_baseline(cli, tiny_model_dir, tmp_path):
     assert results["settings"]["temperature"] == 0.1 and results["settings"]["top_p"] == 0.9
     assert results["models"]["model"]["source"] == str(tiny_model_dir)
     for name, entry in results["tasks"].items():
-        assert entry["n"] == (1 if name.startswith("file:") else 4)
+        assert entry["n"] == (1 if name.startswith("file:") else 3)
         for role in ("model", "baseline"):
             summary = entry[role]
             assert summary["ci"][0] <= summary["mean"] <= summary["ci"][1]
@@ -69,7 +69,7 @@ def test_every_task_end_to_end_with_a_baseline(cli, tiny_model_dir, tmp_path):
     )
     assert {"type", "text", "followed"} <= set(rows[0]["preferences"][0])
     pmi = results["tasks"]["pmi"]
-    assert len(pmi["model"]["values"]) == 4 and sum(pmi["model"]["histogram"]["counts"]) == 4
+    assert len(pmi["model"]["values"]) == 3 and sum(pmi["model"]["histogram"]["counts"]) == 3
     pmi_rows = _read_rows(out / pmi["examples"]["model"])
     assert all(r["pmi"] == pytest.approx(r["logp"] - r["logp_marginal"]) for r in pmi_rows)
     gsm_rows = _read_rows(out / results["tasks"]["gsm8k"]["examples"]["model"])

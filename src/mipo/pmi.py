@@ -205,15 +205,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", help="a YAML file of settings (flags override it)")
     parser.add_argument(
-        "--pairs", dest="prompts", help="a pairs file (from mipo pairs): measure on its prompts"
+        "--pairs",
+        dest="prompts",
+        metavar="FILE",
+        help="a pairs file (from mipo pairs): measure on its prompts",
     )
-    add_config_arguments(parser, EvalConfig, skip=("task", "export_train", "mc_mode", "train_split"))
+    add_config_arguments(
+        parser, EvalConfig, skip=("task", "export_train", "mc_mode", "profiles_per_question", "export_seed")
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    from mipo.config import resolve
+    from mipo.config import load_yaml, resolve
     from mipo.evaluation import EvalConfig, evaluate, print_results
 
+    if args.out is None and not (args.config and "out" in load_yaml(args.config)):
+        args.out = "runs/pmi"
     config = resolve(EvalConfig, args, yaml_path=args.config, overrides={"task": "pmi"})
     results_path = evaluate(config)
     print_results(results_path)
