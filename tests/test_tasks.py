@@ -84,6 +84,16 @@ def test_prefs_split_never_shares_a_question_and_is_deterministic(tmp_path):
     assert len({r["id"] for r in rows}) == 40
 
 
+def test_preference_types_can_be_restricted(tmp_path):
+    chosen = ["lowercase", "max_words", "end_question", "keyword"]
+    items = load_task("prefs", preference_types=chosen).items
+    assert {p["type"] for i in items for p in i.meta["preferences"]} <= set(chosen)
+    rows = prefs.train_records(n_questions=10, types=["no_commas"])
+    assert all([p["type"] for p in r["meta"]["preferences"]] == ["no_commas"] for r in rows)
+    with pytest.raises(ConfigError, match="unknown preference type"):
+        load_task("prefs", preference_types=["nope"])
+
+
 def test_prefs_score_is_the_fraction_followed():
     item = load_task("prefs").items[0]
     item.meta["preferences"] = [

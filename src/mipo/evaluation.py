@@ -73,6 +73,9 @@ class EvalConfig:
     )
     profiles_per_question: int = option(1, "prefs --export-train: user profiles drawn per train question")
     export_seed: int = option(0, "prefs --export-train: seed of the train profiles")
+    preference_types: list = option(
+        [], "prefs (and pmi's default prompts, --export-train): only these preference types (default: all)"
+    )
     n_bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals")
     confidence: float = option(0.95, "confidence level of the intervals")
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -107,6 +110,13 @@ class EvalConfig:
             problems.append("confidence must be in (0, 1)")
         if not 0 <= self.train_split < 1:
             problems.append("train_split must be in [0, 1)")
+        from mipo.tasks.preferences import PREFERENCE_TYPES
+
+        unknown = [t for t in self.preference_types if t not in PREFERENCE_TYPES]
+        if unknown:
+            problems.append(
+                f"preference_types: unknown {', '.join(unknown)} (choose from {', '.join(PREFERENCE_TYPES)})"
+            )
         if not self.task_names:
             problems.append("task: name at least one task")
         require(problems)
@@ -138,6 +148,7 @@ def export_train(config: EvalConfig) -> Path:
             profiles_per_question=config.profiles_per_question,
             seed=config.export_seed,
             train_split=config.train_split,
+            types=config.preference_types or None,
         )
     if names == ["gsm8k"]:
         records = math.train_records(train_split=config.train_split, limit=config.limit)
@@ -341,7 +352,13 @@ def evaluate(config: EvalConfig) -> Path:
             f"{results_path} already exists; pass --overwrite to replace it or choose another --out"
         )
     tasks = [
-        load_task(n, limit=config.limit, train_split=config.train_split, prompts=config.prompts)
+        load_task(
+            n,
+            limit=config.limit,
+            train_split=config.train_split,
+            prompts=config.prompts,
+            preference_types=config.preference_types or None,
+        )
         for n in config.task_names
     ]
     for task in tasks:
@@ -380,6 +397,7 @@ def evaluate(config: EvalConfig) -> Path:
             "mc_mode": config.mc_mode,
             "k": config.k,
             "context_mode": config.context_mode,
+            "preference_types": config.preference_types or "all",
             "confidence": config.confidence,
             "n_bootstrap": config.n_bootstrap,
         },

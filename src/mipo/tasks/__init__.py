@@ -99,12 +99,13 @@ def load_task(
     limit: int | None = None,
     train_split: float = 0.2,
     prompts: str | None = None,
+    preference_types: list[str] | None = None,
 ) -> Task:
     """The task called ``name`` (see the module docstring), cut to its first ``limit`` items."""
     if name == "prefs":
         from mipo.tasks import prefs
 
-        task = prefs.task(train_split=train_split)
+        task = prefs.task(train_split=train_split, types=preference_types)
     elif name == "gsm8k":
         from mipo.tasks import math
 
@@ -114,7 +115,7 @@ def load_task(
 
         task = multiple_choice.task(name)
     elif name == "pmi":
-        task = pmi_task(prompts, train_split=train_split)
+        task = pmi_task(prompts, train_split=train_split, preference_types=preference_types)
     elif name.startswith("file:"):
         from mipo.tasks import user_file
 
@@ -130,7 +131,9 @@ def load_task(
     return task
 
 
-def pmi_task(prompts: str | None, *, train_split: float = 0.2) -> Task:
+def pmi_task(
+    prompts: str | None, *, train_split: float = 0.2, preference_types: list[str] | None = None
+) -> Task:
     """Held-out prompts for the PMI measurement: a prompts/pairs file, or the prefs test items."""
     if prompts:
         items = read_prompt_items(prompts)
@@ -138,7 +141,7 @@ def pmi_task(prompts: str | None, *, train_split: float = 0.2) -> Task:
     else:
         from mipo.tasks import prefs
 
-        items = prefs.task(train_split=train_split).items
+        items = prefs.task(train_split=train_split, types=preference_types).items
         source = "prefs test items"
     return Task("pmi", "pmi", items, None, "mean PMI (nats)", source)
 

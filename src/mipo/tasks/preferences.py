@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mipo.errors import MipoError
+from mipo.errors import ConfigError, MipoError
 
 Checker = Callable[..., bool]
 
@@ -372,10 +372,20 @@ def follows(preference: dict[str, Any], response: str) -> bool:
     return bool(kind.check(response, **preference.get("params", {})))
 
 
-def draw_profile(rng: random.Random) -> list[dict[str, Any]]:
-    """1-3 non-contradictory preferences, each ``{"type", "params", "text"}``."""
+def check_types(types: list[str] | None) -> list[str]:
+    """``types`` (default: all), each a known preference type."""
+    unknown = [t for t in types or [] if t not in PREFERENCE_TYPES]
+    if unknown:
+        raise ConfigError(
+            f"unknown preference type(s) {', '.join(unknown)}: choose from {', '.join(PREFERENCE_TYPES)}"
+        )
+    return sorted(types or PREFERENCE_TYPES)
+
+
+def draw_profile(rng: random.Random, types: list[str] | None = None) -> list[dict[str, Any]]:
+    """1-3 non-contradictory preferences among ``types`` (default all), each ``{"type", "params", "text"}``."""
     size = rng.choice((1, 2, 3))
-    names = sorted(PREFERENCE_TYPES)
+    names = check_types(types)
     rng.shuffle(names)
     profile, used = [], set()
     for name in names:

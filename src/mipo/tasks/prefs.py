@@ -69,11 +69,13 @@ def split_questions(pool: list[dict[str, str]]) -> tuple[list[dict[str, str]], l
     return train, test
 
 
-def _records(qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str) -> list[dict]:
+def _records(
+    qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str, types: list[str] | None
+) -> list[dict]:
     records = []
     for q in qs:
         for j in range(profiles_per_question):
-            profile = draw_profile(random.Random(f"{tag}:{seed}:{q['qid']}:{j}"))
+            profile = draw_profile(random.Random(f"{tag}:{seed}:{q['qid']}:{j}"), types)
             records.append(
                 {
                     "id": f"{q['qid']}-p{j}",
@@ -86,11 +88,19 @@ def _records(qs: list[dict[str, str]], profiles_per_question: int, seed: int, ta
 
 
 def train_records(
-    *, n_questions: int | None = None, profiles_per_question: int = 1, seed: int = 0, train_split: float = 0.2
+    *,
+    n_questions: int | None = None,
+    profiles_per_question: int = 1,
+    seed: int = 0,
+    train_split: float = 0.2,
+    types: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train prompt records ``{id, prompt, context, meta}`` (no answers), as ``mipo pairs`` reads them."""
+    """Train prompt records ``{id, prompt, context, meta}`` (no answers), as ``mipo pairs`` reads them.
+
+    ``types`` restricts the profiles to some preference types (default: all).
+    """
     train, _ = split_questions(questions(train_split=train_split))
-    return _records(train[:n_questions], profiles_per_question, seed, "train")
+    return _records(train[:n_questions], profiles_per_question, seed, "train", types)
 
 
 def export_train_prompts(
@@ -100,6 +110,7 @@ def export_train_prompts(
     profiles_per_question: int = 1,
     seed: int = 0,
     train_split: float = 0.2,
+    types: list[str] | None = None,
 ) -> Path:
     """Write the train prompt records as JSONL (atomically) and return the path."""
     from mipo.files import atomic_write_text
@@ -109,17 +120,18 @@ def export_train_prompts(
         profiles_per_question=profiles_per_question,
         seed=seed,
         train_split=train_split,
+        types=types,
     )
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     return atomic_write_text(path, text)
 
 
-def task(*, train_split: float = 0.2, profiles_per_question: int = 1) -> Task:
-    """The test items: each test question with a fixed profile."""
+def task(*, train_split: float = 0.2, profiles_per_question: int = 1, types: list[str] | None = None) -> Task:
+    """The test items: each test question with a fixed profile (among ``types``, default all)."""
     _, test = split_questions(questions(train_split=train_split))
     items = [
         Item(r["id"], r["prompt"], r["context"], meta=r["meta"])
-        for r in _records(test, profiles_per_question, TEST_PROFILE_SEED, "test")
+        for r in _records(test, profiles_per_question, TEST_PROFILE_SEED, "test", types)
     ]
     return Task(
         "prefs", "generate", items, score, "fraction of stated preferences followed", "mt-bench + gsm8k"
