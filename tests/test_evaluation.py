@@ -27,7 +27,7 @@ def test_every_task_end_to_end_with_a_baseline(cli, tiny_model_dir, tmp_path):
         "--baseline",
         tiny_model_dir,
         "--seeds",
-        "1,2",
+        "1",
         "--k",
         "2",
         "--out",
@@ -52,9 +52,9 @@ def test_every_task_end_to_end_with_a_baseline(cli, tiny_model_dir, tmp_path):
         for role in ("model", "baseline"):
             summary = entry[role]
             assert summary["ci"][0] <= summary["mean"] <= summary["ci"][1]
-            assert set(summary["per_seed"]) == {"1", "2"}
+            assert set(summary["per_seed"]) == {"1"}
             rows = _read_rows(out / entry["examples"][role])
-            assert len(rows) == 2 * entry["n"]  # one row per item and seed
+            assert len(rows) == entry["n"]
             assert {"id", "seed", "prompt", "response", "score", "extracted", "verdict"} <= set(rows[0])
             mean_of_rows = sum(r["score"] for r in rows) / len(rows)
             assert summary["mean"] == pytest.approx(mean_of_rows)
@@ -75,6 +75,20 @@ def test_every_task_end_to_end_with_a_baseline(cli, tiny_model_dir, tmp_path):
     gsm_rows = _read_rows(out / results["tasks"]["gsm8k"]["examples"]["model"])
     assert all("answer" in r for r in gsm_rows)
     assert "prefs" in stdout and "difference" in stdout and "results:" in stdout
+
+
+def test_seeds_repeat_the_sampling(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "seeds"
+    code, _, err = cli(
+        "eval", "--task", "gsm8k", "--model", tiny_model_dir, "--seeds", "1,2", "--out", out, *FAST
+    )
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"]["gsm8k"]
+    assert set(entry["model"]["per_seed"]) == {"1", "2"}
+    rows = _read_rows(out / entry["examples"]["model"])
+    assert [r["seed"] for r in rows] == [1, 1, 1, 2, 2, 2]  # one row per item and seed
+    item_means = [(rows[i]["score"] + rows[i + 3]["score"]) / 2 for i in range(3)]
+    assert entry["model"]["mean"] == pytest.approx(sum(item_means) / 3)
 
 
 def test_pmi_defaults_to_the_reference_models_own_responses(tiny_model_dir, tmp_path):
