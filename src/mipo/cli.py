@@ -17,6 +17,14 @@ from mipo.errors import MipoError
 # name -> (module, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mipo.demo", "the embedded SmolLM2-135M, offline, on the CPU"),
+    "eval": (
+        "mipo.evaluation",
+        "score a model (and a baseline, paired) on prefs, gsm8k, arc, mmlu, pmi or your file",
+    ),
+    "pmi": (
+        "mipo.pmi",
+        "measure the objective: pointwise mutual information of responses with their prompts",
+    ),
     "models": ("mipo.model_list", "list the built-in models and whether each is installed and cached"),
     "pairs": (
         "mipo.pairs",

@@ -1,0 +1,246 @@
+"""``mipo eval`` and ``mipo pmi`` end to end on the tiny model: files written, numbers consistent, errors."""
+
+import json
+
+import pytest
+
+from mipo.evaluation import EvalConfig, evaluate
+
+FAST = ["--limit", "3", "--max-new-tokens", "6", "--no-progress", "--n-bootstrap", "500"]
+
+
+def _read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_task_end_to_end_with_a_baseline(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "eval"
+    mc_file = tmp_path / "mc.jsonl"
+    mc_file.write_text(json.dumps({"question": "Sky?", "choices": ["red", "blue"], "answer": "B"}) + "\n")
+    tasks = f"prefs,gsm8k,arc-easy,arc-challenge,mmlu,pmi,file:{mc_file}"
+    code, stdout, err = cli(
+        "eval",
+        "--task",
+        tasks,
+        "--model",
+        tiny_model_dir,
+        "--baseline",
+        tiny_model_dir,
+        "--seeds",
+        "1",
+        "--k",
+        "2",
+        "--out",
+        out,
+        *FAST,
+    )
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["tasks"]) == {
+        "prefs",
+        "gsm8k",
+        "arc-easy",
+        "arc-challenge",
+        "mmlu",
+        "pmi",
+        f"file:{mc_file}",
+    }
+    assert results["settings"]["temperature"] == 0.1 and results["settings"]["top_p"] == 0.9
+    assert results["models"]["model"]["source"] == str(tiny_model_dir)
+    for name, entry in results["tasks"].items():
+        assert entry["n"] == (1 if name.startswith("file:") else 3)
+        for role in ("model", "baseline"):
+            summary = entry[role]
+            assert summary["ci"][0] <= summary["mean"] <= summary["ci"][1]
+            assert set(summary["per_seed"]) == {"1"}
+            rows = _read_rows(out / entry["examples"][role])
+            assert len(rows) == entry["n"]
+            assert {"id", "seed", "prompt", "response", "score", "extracted", "verdict"} <= set(rows[0])
+            mean_of_rows = sum(r["score"] for r in rows) / len(rows)
+            assert summary["mean"] == pytest.approx(mean_of_rows)
+        # The same model as its own baseline, on the same seeds: identical samples, zero difference.
+        assert entry["difference"]["mean"] == pytest.approx(0.0, abs=1e-9)
+        assert entry["difference"]["p_value"] == 1.0
+    prefs = results["tasks"]["prefs"]
+    assert prefs["model"]["per_preference"] and prefs["baseline"]["per_preference"]
+    rows = _read_rows(out / prefs["examples"]["model"])
+    assert rows[0]["prompt"][0]["role"] == "system" and rows[0]["prompt"][0]["content"].startswith(
+        "About me:"
+    )
+    assert {"type", "text", "followed"} <= set(rows[0]["preferences"][0])
+    pmi = results["tasks"]["pmi"]
+    assert len(pmi["model"]["values"]) == 3 and sum(pmi["model"]["histogram"]["counts"]) == 3
+    pmi_rows = _read_rows(out / pmi["examples"]["model"])
+    assert all(r["pmi"] == pytest.approx(r["logp"] - r["logp_marginal"]) for r in pmi_rows)
+    gsm_rows = _read_rows(out / results["tasks"]["gsm8k"]["examples"]["model"])
+    assert all("answer" in r for r in gsm_rows)
+    assert "prefs" in stdout and "difference" in stdout and "results:" in stdout
+
+
+def test_seeds_repeat_the_sampling(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "seeds"
+    code, _, err = cli(
+        "eval", "--task", "gsm8k", "--model", tiny_model_dir, "--seeds", "1,2", "--out", out, *FAST
+    )
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"]["gsm8k"]
+    assert set(entry["model"]["per_seed"]) == {"1", "2"}
+    rows = _read_rows(out / entry["examples"]["model"])
+    assert [r["seed"] for r in rows] == [1, 1, 1, 2, 2, 2]  # one row per item and seed
+    item_means = [(rows[i]["score"] + rows[i + 3]["score"]) / 2 for i in range(3)]
+    assert entry["model"]["mean"] == pytest.approx(sum(item_means) / 3)
+
+
+def test_pmi_defaults_to_the_reference_models_own_responses(tiny_model_dir, tmp_path):
+    # With no baseline, pmi compares the model's responses with the reference's own: here the same model
+    # is given as reference and model folder under another path, so both are generated and scored.
+    import shutil
+
+    reference = tmp_path / "ref"
+    shutil.copytree(tiny_model_dir, reference)
+    config = EvalConfig(
+        task="pmi",
+        model=str(tiny_model_dir),
+        reference=str(reference),
+        limit=5,
+        k=2,
+        max_new_tokens=6,
+        out=str(tmp_path / "o"),
+        progress=False,
+        n_bootstrap=200,
+    )
+    results = json.loads(evaluate(config).read_text())
+    entry = results["tasks"]["pmi"]
+    assert entry["models"] == {
+        "model": str(tiny_model_dir),
+        "baseline": str(reference),
+        "reference": str(reference),
+    }
+    assert entry["difference"]["mean"] == pytest.approx(0.0, abs=1e-4)  # same weights, same seed
+
+
+def test_mc_loglik_and_greedy(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "ll"
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "arc-easy",
+        "--mc-mode",
+        "loglik",
+        "--greedy",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out,
+        *FAST,
+    )
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"]["arc-easy"]
+    assert entry["mc_mode"] == "loglik"
+    rows = _read_rows(out / entry["examples"]["model"])
+    assert all(len(r["choice_logprobs"]) >= 3 and r["extracted"] in "ABCDE" for r in rows)
+
+
+def test_pmi_command_on_a_pairs_file(cli, tiny_model_dir, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    with pairs.open("w") as f:
+        for i, (q, a, b) in enumerate(
+            [
+                ("Capital of France?", "Paris.", "Blue."),
+                ("Color of sky?", "Blue.", "Paris."),
+                ("2+2?", "4.", "Paris."),
+                ("Name a fruit.", "Apple.", "4."),
+            ]
+        ):
+            f.write(
+                json.dumps(
+                    {
+                        "id": i,
+                        "prompt": [{"role": "user", "content": q}],
+                        "chosen": [{"role": "assistant", "content": a}],
+                        "rejected": [{"role": "assistant", "content": b}],
+                    }
+                )
+                + "\n"
+            )
+    out = tmp_path / "pmi"
+    code, stdout, err = cli(
+        "pmi",
+        "--model",
+        tiny_model_dir,
+        "--pairs",
+        pairs,
+        "--k",
+        "2",
+        "--score-pairs",
+        "--out",
+        out,
+        "--max-new-tokens",
+        "6",
+        "--no-progress",
+        "--n-bootstrap",
+        "200",
+    )
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"]["pmi"]
+    assert entry["n"] == 4 and entry["source"] == str(pairs)
+    assert set(entry["pairs"]) == {"chosen", "rejected", "difference"}
+    assert "chosen" in stdout
+
+
+def test_export_train_prompts(cli, tmp_path):
+    path = tmp_path / "train.jsonl"
+    code, stdout, err = cli(
+        "eval", "--task", "prefs", "--export-train", path, "--limit", "10", "--profiles-per-question", "2"
+    )
+    assert code == 0, err
+    rows = _read_rows(path)
+    assert len(rows) == 20 and "wrote 20 train prompt records" in stdout
+    code, _, err = cli("eval", "--task", "gsm8k", "--export-train", tmp_path / "g.jsonl", "--limit", "5")
+    assert code == 0, err
+    rows = _read_rows(tmp_path / "g.jsonl")
+    assert len(rows) == 5 and "answer" not in rows[0] and rows[0]["prompt"].endswith("'The answer is N.'")
+    gsm8k_test = {
+        i.meta["question"] for i in __import__("mipo.tasks", fromlist=["x"]).load_task("gsm8k").items
+    }
+    assert not {r["meta"]["question"] for r in rows} & gsm8k_test
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--task", "file:/no/such.jsonl"], "/no/such.jsonl: file not found"),
+        (["--task", "pmi", "--prompts", "/no/such.jsonl"], "/no/such.jsonl: file not found"),
+        (["--seeds", "1,x"], "seeds must be integers"),
+        (["--preference-types", "lowercase,shouting"], "preference_types: unknown shouting"),
+        (["--task", "arc-easy", "--export-train", "x.jsonl"], "--export-train works with one task"),
+        (["--task", "pmi", "--limit", "3", "--k", "8"], "pmi: k=8 other prompts needed but only 3"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(cli, tiny_model_dir, tmp_path, args, message):
+    code, _, err = cli("eval", "--model", tiny_model_dir, "--out", tmp_path / "o", "--no-progress", *args)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("mipo eval: error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
+
+
+def test_bad_item_file_names_line_and_field(cli, tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"question": "1+1", "answer": 2})
+        + "\n"
+        + json.dumps({"question": "Q", "answer": "?"})
+        + "\n"
+    )
+    code, _, err = cli("eval", "--task", f"file:{bad}", "--model", tiny_model_dir, "--out", tmp_path / "o")
+    assert code == 2 and f"{bad}:2: field 'answer'" in err
+
+
+def test_finished_results_are_not_overwritten(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    code, _, err = cli("eval", "--task", "gsm8k", "--model", tiny_model_dir, "--out", out, *FAST)
+    assert code == 2 and "--overwrite" in err
+    assert (out / "results.json").read_text() == "{}"

@@ -1,0 +1,72 @@
+"""The PMI maths by hand, and batched sequence log-probs against a one-at-a-time computation."""
+
+import math
+
+import pytest
+
+from mipo.pmi import choose_other_prompts, logsumexp, pmi_from_logprobs
+
+
+def test_pmi_by_hand():
+    # π(y|x) = 0.5; under two other prompts π(y|x') = 0.1 and 0.3: the marginal is 0.2, PMI = log(0.5/0.2).
+    own = math.log(0.5)
+    others = [math.log(0.1), math.log(0.3)]
+    assert pmi_from_logprobs([own], [others]) == [pytest.approx(math.log(2.5))]
+    # A response equally likely under every prompt carries no information about its prompt.
+    assert pmi_from_logprobs([-7.0], [[-7.0] * 8]) == [pytest.approx(0.0)]
+    # K = 1 reduces to a plain log-ratio.
+    assert pmi_from_logprobs([-3.0, -1.0], [[-5.0], [-1.5]]) == [pytest.approx(2.0), pytest.approx(0.5)]
+
+
+def test_logsumexp_is_stable_for_long_responses():
+    # Sequence log-probs of long responses are large and negative; exp() of them underflows to 0.
+    values = [-1000.0, -1000.0 + math.log(3)]
+    assert logsumexp(values) == pytest.approx(-1000.0 + math.log(4))
+    assert pmi_from_logprobs([-990.0], [values]) == [pytest.approx(10.0 - math.log(2))]
+
+
+def test_pmi_input_errors():
+    with pytest.raises(ValueError, match="at least one other"):
+        pmi_from_logprobs([0.0], [[]])
+    with pytest.raises(ValueError, match="2 own"):
+        pmi_from_logprobs([0.0, 1.0], [[0.0]])
+
+
+def test_other_prompts_are_different_and_seeded():
+    keys = ["a", "b", "a", "c", "d", "e"]
+    chosen = choose_other_prompts(keys, 3, seed=5)
+    assert chosen == choose_other_prompts(keys, 3, seed=5)
+    for i, picks in enumerate(chosen):
+        assert len(picks) == len(set(picks)) == 3
+        assert all(keys[j] != keys[i] for j in picks)  # never itself nor a duplicate of it
+    with pytest.raises(ValueError, match="only 5 distinct"):
+        choose_other_prompts(keys, 5)
+
+
+def test_sequence_logprobs_match_unbatched_computation(tiny_model_dir):
+    import torch
+
+    from mipo.models import load_model
+    from mipo.pmi import encode_response, sequence_logprobs
+
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu")
+    conversations = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "About me: I like cats."}, {"role": "user", "content": "Name a pet."}],
+        [{"role": "user", "content": "Count to three, please, slowly and carefully."}],
+    ]
+    responses = ["Hello there!", "A cat.", "One, two, three."]
+    batched = sequence_logprobs(model, tokenizer, conversations, responses, batch_size=3)
+    for conversation, response, value in zip(conversations, responses, batched):
+        prompt_ids, response_ids = encode_response(tokenizer, conversation, response)
+        assert tokenizer.decode(response_ids).startswith(response)  # the reply, then the end of turn
+        ids = torch.tensor([prompt_ids + response_ids])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        token_logp = logp.gather(-1, targets[:, None]).squeeze(-1)[len(prompt_ids) - 1 :]
+        assert len(token_logp) == len(response_ids)
+        assert value == pytest.approx(float(token_logp.sum()), abs=1e-3)
+    # Batch size does not change the numbers (padding is masked).
+    single = sequence_logprobs(model, tokenizer, conversations, responses, batch_size=1)
+    assert single == pytest.approx(batched, abs=1e-3)
