@@ -113,7 +113,7 @@ def test_build_messages_puts_context_in_a_system_message():
     assert (
         build_messages("Q?", "About me: short.", "Be kind.")[0]["content"] == "Be kind.\n\nAbout me: short."
     )
-    assert build_messages("Q?", "About me: short.", context_mode="user") == [
+    assert build_messages("Q?", "About me: short.", context_mode="prefix") == [
         {"role": "user", "content": "About me: short.\n\nQ?"}
     ]
     assert build_messages("Q?") == [{"role": "user", "content": "Q?"}]

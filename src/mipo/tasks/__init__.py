@@ -21,29 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from mipo.errors import ConfigError, InputError
+from mipo.prompts import CONTEXT_MODES  # noqa: F401  (re-exported: evaluation uses it)
 
 BUILTIN_TASKS = ("prefs", "gsm8k", "arc-easy", "arc-challenge", "mmlu", "pmi")
-CONTEXT_MODES = ("system", "user")
 
 
 def build_messages(
     prompt: str, context: str | None = None, system: str | None = None, *, context_mode: str = "system"
 ) -> list[dict[str, str]]:
-    """Chat messages for a record: the user's ``context`` as a system message (``context_mode="system"``,
-    after any ``system`` text) or in front of the question in the user turn (``context_mode="user"``).
+    """Chat messages for an item, built exactly as ``mipo pairs`` builds them for training
+    (``mipo.prompts.to_conversation``): the context as a system message, or before the question (``prefix``).
     """
-    if context_mode not in CONTEXT_MODES:
-        raise ConfigError(f"context_mode must be one of {', '.join(CONTEXT_MODES)}, got {context_mode!r}")
-    context = context.strip() if context else None
-    system_parts = [system.strip()] if system and system.strip() else []
-    user = prompt
-    if context and context_mode == "system":
-        system_parts.append(context)
-    elif context:
-        user = f"{context}\n\n{prompt}"
-    messages = [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
-    messages.append({"role": "user", "content": user})
-    return messages
+    from mipo.prompts import PromptRecord, to_conversation
+
+    record = PromptRecord(id="", prompt=prompt, context=context.strip() if context else None, system=system)
+    return to_conversation(record, context_mode=context_mode)
 
 
 @dataclass
