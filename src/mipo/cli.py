@@ -18,6 +18,7 @@ from mipo.errors import MipoError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mipo.demo", "the embedded SmolLM2-135M, offline, on the CPU"),
     "models": ("mipo.model_list", "list the built-in models and whether each is installed and cached"),
+    "train": ("mipo.training", "DPO (or SFT) on a pairs file with TRL: LoRA or full, one CPU to many GPUs"),
 }
 
 
