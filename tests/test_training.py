@@ -184,18 +184,21 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_model_dir):
         "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
         "MIPO_CACHE": str(tmp_path / "c"),
     }
-    env["OMP_NUM_THREADS"] = "1"
-    # The built-in tokenizer is not needed: the tiny model folder carries its own.
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    # accelerate's --cpu launches one process (multi-CPU there means MPI); --multi_gpu is its torchrun launcher,
+    # which on CPUs runs the processes over gloo.
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mipo", "train", "--model", str(tiny_model_dir),
         "--pairs", str(pairs), "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--max-length", "64",
+        "--device", "cpu",
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = rows(out / "metrics.jsonl")
     assert [r["step"] for r in metrics] == [1, 2]
-    # Each step sees 2 pairs on each of the 2 processes: 4 pairs, 8 sequences.
+    # Each step takes 2 pairs on each of the 2 processes: 4 of the 8 pairs, half an epoch (one process: a quarter).
+    assert metrics[0]["epoch"] == 0.5
     assert metrics[0]["loss"] == pytest.approx(0.693147, abs=1e-4)
     assert (out / "adapter_model.safetensors").is_file()
     assert done.stdout.count("2 steps") == 1  # only the main process prints
