@@ -62,7 +62,9 @@ def make_pairs(tokenizer, path: Path, count: int = 32) -> Path:
 def lora_config():
     from peft import LoraConfig
 
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
 
 
 def bench_trl(source: str, pairs_path: Path, steps: int, work: Path) -> float:
@@ -76,7 +78,9 @@ def bench_trl(source: str, pairs_path: Path, steps: int, work: Path) -> float:
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = load_tokenizer(source)
-    args = DPOConfig(output_dir=str(work / "trl"), use_cpu=True, bf16=False, report_to="none", max_steps=steps)
+    args = DPOConfig(
+        output_dir=str(work / "trl"), use_cpu=True, bf16=False, report_to="none", max_steps=steps
+    )
     start = time.perf_counter()
     trainer = DPOTrainer(
         model=model,
@@ -88,7 +92,9 @@ def bench_trl(source: str, pairs_path: Path, steps: int, work: Path) -> float:
     trainer.train()
     seconds = time.perf_counter() - start
     tokens = trainer._total_train_tokens  # TRL's own count: attention-mask tokens of chosen + rejected
-    print(f"(a) TRL DPOTrainer defaults: {tokens} tokens, {steps} steps, {seconds:.1f} s, {tokens / seconds:.1f} tokens/s")
+    print(
+        f"(a) TRL DPOTrainer defaults: {tokens} tokens, {steps} steps, {seconds:.1f} s, {tokens / seconds:.1f} tokens/s"
+    )
     return tokens / seconds
 
 
@@ -170,7 +176,9 @@ def bench_plain(source: str, pairs_path: Path, batch_size: int = 8, beta: float 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - start
-    print(f"(c) plain PyTorch loop: {tokens} tokens, {len(collated)} steps, {seconds:.1f} s, {tokens / seconds:.1f} tokens/s")
+    print(
+        f"(c) plain PyTorch loop: {tokens} tokens, {len(collated)} steps, {seconds:.1f} s, {tokens / seconds:.1f} tokens/s"
+    )
     return tokens / seconds
 
 
