@@ -129,13 +129,12 @@ def bench_plain(source: str, pairs_path: Path, batch_size: int = 8, beta: float 
     start = time.perf_counter()
     examples = []
     for pair in read_pairs(pairs_path):
-        prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True)
-        prompt = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+        text = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=False)
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
         seqs = []
         for side in ("chosen", "rejected"):
-            ids = tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=True)
-            ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
-            seqs.append((ids, len(prompt)))
+            text = tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=False)
+            seqs.append((tokenizer(text, add_special_tokens=False)["input_ids"], len(prompt)))
         examples.append(seqs)
     examples.sort(key=lambda e: -max(len(e[0][0]), len(e[1][0])))
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
@@ -185,6 +184,7 @@ def bench_plain(source: str, pairs_path: Path, batch_size: int = 8, beta: float 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trl-steps", type=int, default=2, help="steps of 8 pairs for (a), the slow one")
+    parser.add_argument("--only", choices=["trl", "mipo", "plain"], help="run one measurement (no ratios)")
     args = parser.parse_args()
     import torch
 
@@ -197,6 +197,10 @@ def main() -> None:
         mipo.ref_cache.cache_dir = lambda: work / "cache"  # a cold reference cache for this run
         pairs = make_pairs(load_tokenizer(source), work / "pairs.jsonl")
         print(f"SmolLM2-135M, 32 GSM8K pairs, {torch.get_num_threads()} threads, LoRA r=16, batch 8, fp32")
+        if args.only:
+            {"trl": lambda: bench_trl(source, pairs, args.trl_steps, work), "plain": lambda: bench_plain(source, pairs),
+             "mipo": lambda: (bench_mipo(pairs, work, "cold"), bench_mipo(pairs, work, "warm"))}[args.only]()  # fmt: skip
+            return
         trl = bench_trl(source, pairs, args.trl_steps, work)
         mipo_cold = bench_mipo(pairs, work, "cold")
         mipo_warm = bench_mipo(pairs, work, "warm")
