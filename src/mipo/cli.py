@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mipo.pipeline", "all stages from a YAML config (prompts, pairs, train, eval, report), resumable"),
     "demo": ("mipo.demo", "the whole pipeline on the embedded SmolLM2-135M, offline, on the CPU, with a report"),
     "models": ("mipo.model_list", "list the built-in models and whether each is installed and cached"),
+    "train": ("mipo.training", "DPO (or SFT) on a pairs file with TRL: LoRA or full, one CPU to many GPUs"),
 }
 
 

@@ -128,6 +128,7 @@ def resolve_model(name: str) -> str:
 def _cached_builtin(spec: BuiltinModel) -> Path:
     target = spec.cache_path()
     if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
+        _drop_gguf_quantization(target / "config.json")
         return target
     if not spec.installed():
         raise MipoError(f"built-in model '{spec.name}' needs the package {spec.package}: {spec.install}")
@@ -141,6 +142,10 @@ def _cached_builtin(spec: BuiltinModel) -> Path:
     # A GGUF-loaded model cannot be save_pretrained-ed directly: rebuild it from config + state dict.
     config = loaded.config
     config.dtype = torch.float32
+    # The weights are dequantized: a GGUF quantization_config left in config.json makes transformers treat the
+    # saved model as quantized, and its Trainer then refuses to train it.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
@@ -159,6 +164,18 @@ def _cached_builtin(spec: BuiltinModel) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _drop_gguf_quantization(config_path: Path) -> None:
+    """Repair a cache written before the conversion dropped the GGUF quantization_config (weights are fp32)."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    if config.get("quantization_config", {}).get("quant_method") == "gguf":
+        del config["quantization_config"]
+        from mipo.files import atomic_write_json
+
+        atomic_write_json(config_path, config)
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
