@@ -26,6 +26,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "no chromium: the report screenshot test will be skipped"
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

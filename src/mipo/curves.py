@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 KEYS = (
     "loss",
@@ -24,6 +25,13 @@ KEYS = (
     "grad_norm",
     "num_tokens",
 )
+
+
+class QuietProgressCallback(ProgressCallback):
+    """Trainer's progress bar without its printing of every log dict to stdout (metrics.jsonl holds them)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
 
 
 class MetricsCallback(TrainerCallback):

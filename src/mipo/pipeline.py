@@ -52,8 +52,6 @@ class RunConfig:
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``train.learning_rate=1e-4`` or ``eval.0.limit=20``: set one key, YAML-typed."""
-    import yaml
-
     values = copy.deepcopy(values)
     for item in overrides:
         if "=" not in item:
@@ -69,10 +67,23 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
                 node = node.setdefault(k, {})
         last = keys[-1]
         if isinstance(node, list):
-            node[int(last)] = yaml.safe_load(raw)
+            node[int(last)] = _parse_value(raw)
         else:
-            node[last] = yaml.safe_load(raw)
+            node[last] = _parse_value(raw)
     return values
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML-typed, except that ``1e-4`` is a number (YAML 1.1 wants ``1.0e-4``)."""
+    import yaml
+
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

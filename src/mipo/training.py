@@ -197,6 +197,7 @@ def build_trl_kwargs(config: TrainConfig, device: str, fields: set[str]) -> dict
         # Recomputing activations costs a third more compute; worth it only where memory is short (a GPU).
         "gradient_checkpointing": on_gpu,
         "report_to": "none",
+        "disable_tqdm": False,  # a progress bar, whatever the log level
         "dataloader_num_workers": 0,
         "train_sampling_strategy": "group_by_length",
     }
@@ -227,7 +228,7 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
     """Train and return the output folder (see the module docstring for its files)."""
     from accelerate import PartialState
 
-    from mipo.curves import MetricsCallback, plot_curves
+    from mipo.curves import MetricsCallback, QuietProgressCallback, plot_curves
     from mipo.models import _adapter_base, default_device, load_model, resolve_model
     from mipo.ref_cache import attach_reference_logps, reference_identity
     from mipo.train_data import file_sha256, read_pairs, to_sft_rows
@@ -295,6 +296,12 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
         peft_config=peft_config,
         callbacks=[metrics, *callbacks],
     )
+    # The library logs, only the CLI prints: keep the bar, drop the Trainer's printing of each log dict.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgressCallback)
     reference: dict[str, Any] = {
         "precomputed": bool(kwargs.get("precompute_ref_log_probs") or mipo_precompute)
     }

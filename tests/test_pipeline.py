@@ -1,0 +1,165 @@
+"""`mipo run`: overrides, stage keys (skip / resume / rerun downstream), example configs, and the whole chain."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mipo.errors import ConfigError
+from mipo.pipeline import Stage, apply_overrides, build_stages, load_run_config, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml")) + sorted(
+    (ROOT / "src" / "mipo" / "configs").glob("*.yaml")
+)
+
+
+def test_overrides_set_nested_and_list_keys():
+    values = {"train": {"epochs": 1}, "eval": [{"task": "prefs", "limit": 80}]}
+    out = apply_overrides(values, ["train.learning_rate=1e-4", "eval.0.limit=20", "model=org/name"])
+    assert out == {
+        "train": {"epochs": 1, "learning_rate": 1e-4},
+        "eval": [{"task": "prefs", "limit": 20}],
+        "model": "org/name",
+    }
+    assert values["eval"][0]["limit"] == 80  # the input is not changed
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        apply_overrides(values, ["train.epochs"])
+    with pytest.raises(ConfigError, match="no list item 3"):
+        apply_overrides(values, ["eval.3.limit=1"])
+
+
+def test_unknown_keys_are_refused(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("prompts: {task: prefs}\ntrian: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'trian'"):
+        load_run_config(cfg)
+    cfg.write_text("prompts: {task: prefs}\ntrain: {epoch: 1}\n")
+    with pytest.raises(ConfigError, match="train: unknown key 'epoch'"):
+        build_stages(load_run_config(cfg, [f"run_dir={tmp_path / 'run'}"]))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_example_config_loads_and_builds(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config = load_run_config(path, [f"run_dir={tmp_path / 'run'}"])
+    names = [s.name for s in build_stages(config)]
+    assert names[:3] == ["prompts", "pairs", "train"] and names[-1] == "report"
+    assert any(n.startswith("eval:") for n in names)
+
+
+def test_stage_skips_resumes_and_reruns(tmp_path):
+    calls = []
+
+    def work(folder, resume):
+        calls.append(resume)
+        (folder / "out.txt").write_text("done")
+
+    stage = Stage("s", tmp_path / "s", {"a": 1}, [], work)
+    assert run_stage(stage) == "ran"
+    assert run_stage(stage) == "skipped"
+    state = json.loads((tmp_path / "s" / "stage.json").read_text())
+    assert state["finished"] and state["settings"] == {"a": 1}
+    # interrupted: stage.json says not finished with the same key -> resume
+    state["finished"] = False
+    (tmp_path / "s" / "stage.json").write_text(json.dumps(state))
+    assert run_stage(stage) == "resumed" and calls[-1] is True
+    # changed settings: the old output goes, the stage reruns from scratch
+    (tmp_path / "s" / "stale.txt").write_text("old")
+    changed = Stage("s", tmp_path / "s", {"a": 2}, [], work)
+    assert run_stage(changed) == "ran" and calls[-1] is False
+    assert not (tmp_path / "s" / "stale.txt").exists()
+
+
+def test_upstream_change_changes_downstream_keys(tmp_path):
+    base = load_run_config(ROOT / "src" / "mipo" / "configs" / "demo.yaml", [f"run_dir={tmp_path}"])
+    changed = load_run_config(
+        ROOT / "src" / "mipo" / "configs" / "demo.yaml", [f"run_dir={tmp_path}", "pairs.max_new_tokens=32"]
+    )
+    a = {s.name: s.key for s in build_stages(base)}
+    b = {s.name: s.key for s in build_stages(changed)}
+    assert a["prompts"] == b["prompts"]
+    assert all(a[n] != b[n] for n in a if n != "prompts")
+
+
+@pytest.mark.slow
+def test_demo_pipeline_on_tiny_model_writes_every_artifact(tiny_model_dir, tmp_path, cli, caplog):
+    """`mipo demo` with the tiny model and small sizes: every stage's artifact, the table, a report that renders."""
+    run = tmp_path / "run"
+    small = [
+        f"model={tiny_model_dir}",
+        "prompts.limit=8",
+        "pairs.max_new_tokens=8",
+        "pairs.progress=false",
+        "train.epochs=1",
+        "eval.0.limit=6",
+        "eval.0.max_new_tokens=8",
+        "eval.1.limit=6",
+        "eval.1.k=2",
+        "eval.1.max_new_tokens=8",
+    ]
+    code, out, err = cli("demo", "--run-dir", run, *small)
+    assert code == 0, err
+    for path in [
+        "prompts/prompts.jsonl",
+        "pairs/pairs.jsonl",
+        "train/model/adapter_config.json",
+        "train/model/metrics.jsonl",
+        "eval/prefs/results.json",
+        "eval/pmi/results.json",
+        "report/report.md",
+        "report/report.html",
+        "report/training.png",
+        "report/pmi-pmi.png",
+        "report/preferences-prefs.png",
+    ]:
+        assert (run / path).is_file(), path
+    pairs = [json.loads(line) for line in (run / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["strategy"] == "incomplete" for p in pairs)
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["task", "n"]
+    assert {line.split()[0] for line in lines[1:3]} == {"prefs", "pmi"}
+    assert "report:" in out
+    html = (run / "report" / "report.html").read_text()
+    for section in [
+        "Results",
+        "Preference types",
+        "pointwise mutual information",
+        "Training",
+        "Examples",
+        "What was run",
+    ]:
+        assert section in html
+    assert html.count("data:image/png;base64,") == 3
+    # rerunning skips every stage
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mipo.pipeline"):
+        code, _, err = cli("demo", "--run-dir", run, *small)
+    assert code == 0 and caplog.text.count(": skipped") == 6
+
+    # the HTML report renders in a real browser: headless Chromium takes a screenshot that is not blank
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (make test-slow installs it)")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,6000",
+            (run / "report" / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.std() > 0.05  # text, tables and figures: not a blank page
