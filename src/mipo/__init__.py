@@ -25,7 +25,20 @@ _LAZY = {
     "EvalConfig": "mipo.evaluation",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "versions", *_LAZY]
+
+
+def versions() -> dict[str, str]:
+    """Versions of mipo and the libraries a result depends on (recorded with every run)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"mipo": __version__}  # also right when run from a source tree that is not installed
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "-"
+    return out
 
 
 def __getattr__(name: str) -> Any:

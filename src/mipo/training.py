@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mipo import versions
 from mipo.config import add_config_arguments, option, require, resolve, to_dict
 from mipo.errors import ConfigError, MipoError, OutputExistsError
 from mipo.files import atomic_write_json
@@ -156,14 +157,6 @@ def _check_out(config: TrainConfig, is_main: bool) -> str | None:
         checkpoints = out / "checkpoints"
         return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     raise OutputExistsError(out)
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {
-        p: md.version(p) for p in ("mipo", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
-    }
 
 
 def _sharded_launch(trl_kwargs: dict[str, Any]) -> bool:
@@ -342,7 +335,7 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
                 "model_source": source,
                 f"{config.objective}_config": args.to_dict(),
                 "reference_log_probs": reference,
-                "versions": _versions(),
+                "versions": versions(),
             },
         )
     if checkpoint:
