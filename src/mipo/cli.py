@@ -16,13 +16,28 @@ from mipo.errors import MipoError
 
 # name -> (module, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pairs": ("mipo.pairs", "MIPO preference pairs (chosen: response to x; rejected: response to x') from prompts"),
+    "pairs": (
+        "mipo.pairs",
+        "MIPO preference pairs (chosen: response to x; rejected: response to x') from prompts",
+    ),
     "sample": ("mipo.sampling", "sample the model's responses to a prompt set, one row per prompt"),
     "train": ("mipo.training", "DPO (or SFT) on a pairs file with TRL; a LoRA adapter by default"),
-    "eval": ("mipo.evaluation", "score a model (and a baseline, paired) on prefs, gsm8k, arc, mmlu, pmi or your file"),
-    "pmi": ("mipo.pmi", "measure the objective: pointwise mutual information of responses with their prompts"),
-    "run": ("mipo.pipeline", "all stages from a YAML config (prompts, pairs, train, eval, report), resumable"),
-    "demo": ("mipo.demo", "the whole pipeline on the embedded SmolLM2-135M, offline, on the CPU, with a report"),
+    "eval": (
+        "mipo.evaluation",
+        "score a model (and a baseline, paired) on prefs, gsm8k, arc, mmlu, pmi or your file",
+    ),
+    "pmi": (
+        "mipo.pmi",
+        "measure the objective: pointwise mutual information of responses with their prompts",
+    ),
+    "run": (
+        "mipo.pipeline",
+        "all stages from a YAML config (prompts, pairs, train, eval, report), resumable",
+    ),
+    "demo": (
+        "mipo.demo",
+        "the whole pipeline on the embedded SmolLM2-135M, offline, on the CPU, with a report",
+    ),
     "models": ("mipo.model_list", "list the built-in models and whether each is installed and cached"),
 }
 
