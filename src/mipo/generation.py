@@ -71,7 +71,7 @@ def generate_responses(
     top_p: float = 0.9,
     max_new_tokens: int = 256,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int = 64,
     progress: bool = True,
     stats: GenerationStats | None = None,
     backend: str = "hf",
