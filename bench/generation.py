@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import mipo  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY before OpenMP loads, for every run below)
+
 TOPICS = ["the ocean", "volcanoes", "bread", "chess", "the moon", "bees", "trains", "jazz"]
 ASKS = [
     "Explain {} to a child.",

@@ -8,7 +8,15 @@ The stages are plain functions taking a config dataclass and returning the path 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# PyTorch's CPU kernels run on OpenMP threads that, by default, spin while they wait for one another. When
+# other processes share the cores, a spinning thread holds a core that the thread it waits for needs, and a
+# decode step took 5-15x longer (measured on 2 shared cores). Passive threads sleep instead, at a cost of a
+# few percent on an idle machine. Read when the OpenMP runtime loads (the first ``import torch``), so this
+# only helps where mipo is imported before torch; set OMP_WAIT_POLICY yourself to choose otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

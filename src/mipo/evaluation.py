@@ -50,7 +50,7 @@ class EvalConfig:
     top_p: float = option(0.9, "nucleus sampling mass (the paper's 0.9)")
     greedy: bool = option(False, "greedy decoding (same as --temperature 0)")
     max_new_tokens: int = option(256, "longest reply, in tokens")
-    batch_size: int = option(32, "prompts generated together")
+    batch_size: int = option(64, "prompts generated together")
     score_batch_size: int = option(8, "sequences scored together (pmi, --mc-mode loglik)")
     mc_mode: str = option(
         "generate",

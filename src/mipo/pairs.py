@@ -56,7 +56,7 @@ class PairsConfig:
     top_p: float = option(0.9, "nucleus sampling mass")
     max_new_tokens: int = option(256, "longest response, in tokens")
     seed: int = option(0, "seed for negatives and sampling")
-    batch_size: int = option(32, "rows decoded together (hf backend)")
+    batch_size: int = option(64, "rows decoded together (hf backend)")
     chunk_size: int = option(128, "conversations generated between flushes to disk")
     backend: str = option("hf", "generation engine", choices=BACKENDS)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
