@@ -30,9 +30,13 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mipo.config import option
 from mipo.errors import ConfigError, MipoError
+from mipo.models import DEFAULT_MODEL
+from mipo.prompts import CONTEXT_MODES
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +48,62 @@ Conversation = list[dict[str, str]]  # chat messages: [{"role": "user", "content
 
 BACKENDS = ("hf", "vllm")
 TOP_K_CANDIDATES = 64  # top-p is taken from these first; the full sort runs only where they do not cover p
+
+
+@dataclass
+class GenerationJob:
+    """Settings shared by the stages that answer a prompt file with this engine (`mipo pairs`, `mipo sample`):
+    where the prompt records come from, how to sample, where the rows go."""
+
+    model: str = option(DEFAULT_MODEL, "model that answers: a built-in name, a folder or a Hub id")
+    prompts: str | None = option(None, "prompt records: JSONL, CSV, Parquet, a datasets folder or a Hub id")
+    out: str | None = option(None, "output file (.jsonl or .parquet)")
+    prompt_field: str = option("prompt", "record field holding the prompt (text or chat messages)")
+    context_field: str = option("context", "record field holding the user's context")
+    id_field: str = option("id", "record field holding the id (default: the line number)")
+    system_field: str = option("system", "record field holding a system text")
+    split: str = option("train", "split of a datasets folder or Hub dataset")
+    limit: int | None = option(None, "use only the first N prompt records")
+    context_mode: str = option(
+        "system", "where the context goes: system message or prefix of the user turn", choices=CONTEXT_MODES
+    )
+    temperature: float = option(0.1, "sampling temperature (0 = greedy)")
+    top_p: float = option(0.9, "nucleus sampling mass")
+    max_new_tokens: int = option(256, "longest response, in tokens")
+    seed: int = option(0, "seed for sampling (and for the choice of negatives)")
+    batch_size: int = option(64, "rows decoded together (hf backend)")
+    chunk_size: int = option(128, "prompts generated between flushes to disk")
+    backend: str = option("hf", "generation engine", choices=BACKENDS)
+    device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
+    resume: bool = option(False, "continue an interrupted run from its partial files")
+    overwrite: bool = option(False, "replace an existing output")
+    progress: bool = option(True, "show a progress bar")
+
+    def problems(self, counts: tuple[str, ...] = ()) -> list[str]:
+        """Every invalid setting; subclasses add theirs and call ``require``."""
+        problems = []
+        if not self.prompts:
+            problems.append("prompts is required (--prompts FILE)")
+        if not self.out:
+            problems.append("out is required (--out FILE.jsonl)")
+        elif Path(self.out).suffix not in (".jsonl", ".parquet"):
+            problems.append(f"out must end in .jsonl or .parquet, got {self.out!r}")
+        if self.context_mode not in CONTEXT_MODES:
+            problems.append(f"context_mode must be one of {', '.join(CONTEXT_MODES)}")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend must be one of {', '.join(BACKENDS)}")
+        for name in ("max_new_tokens", "batch_size", "chunk_size", *counts):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.temperature < 0:
+            problems.append("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            problems.append("top_p must be in (0, 1]")
+        if self.resume and self.overwrite:
+            problems.append("pass --resume or --overwrite, not both")
+        return problems
+
+
 # End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 

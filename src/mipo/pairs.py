@@ -25,68 +25,25 @@ from typing import Any
 
 from mipo.config import add_config_arguments, option, require, resolve
 from mipo.errors import InputError, MipoError, OutputExistsError
-from mipo.generation import BACKENDS, GenerationStats
-from mipo.models import DEFAULT_MODEL
+from mipo.generation import GenerationJob, GenerationStats
 from mipo.negatives import STRATEGIES, NegativeError
-from mipo.prompts import CONTEXT_MODES, PromptRecord, to_conversation
+from mipo.prompts import PromptRecord, to_conversation
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PairsConfig:
-    model: str = option(DEFAULT_MODEL, "model that answers: a built-in name, a folder or a Hub id")
-    prompts: str | None = option(None, "prompt records: JSONL, CSV, Parquet, a datasets folder or a Hub id")
-    out: str | None = option(None, "output pairs file (.jsonl or .parquet)")
+class PairsConfig(GenerationJob):
     strategy: str = option("random", "how the negative prompt x' is made", choices=STRATEGIES)
-    prompt_field: str = option("prompt", "record field holding the prompt (text or chat messages)")
-    context_field: str = option("context", "record field holding the user's context")
-    id_field: str = option("id", "record field holding the id (default: the line number)")
-    system_field: str = option("system", "record field holding a system text")
     group_field: str | None = option(None, "record field whose value keeps x' in x's group (random)")
-    split: str = option("train", "split of a datasets folder or Hub dataset")
-    limit: int | None = option(None, "use only the first N prompt records")
-    context_mode: str = option(
-        "system", "where the context goes: system message or prefix of the user turn", choices=CONTEXT_MODES
-    )
     drop_system: bool = option(False, "incomplete: also remove the system text from x'")
     samples: int = option(1, "responses (positives) per prompt")
     negatives: int = option(1, "negatives per positive: samples*negatives pairs per prompt")
-    temperature: float = option(0.1, "sampling temperature (0 = greedy)")
-    top_p: float = option(0.9, "nucleus sampling mass")
-    max_new_tokens: int = option(256, "longest response, in tokens")
-    seed: int = option(0, "seed for negatives and sampling")
-    batch_size: int = option(64, "rows decoded together (hf backend)")
-    chunk_size: int = option(128, "conversations generated between flushes to disk")
-    backend: str = option("hf", "generation engine", choices=BACKENDS)
-    device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
-    resume: bool = option(False, "continue an interrupted run from its partial files")
-    overwrite: bool = option(False, "replace an existing output")
-    progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.prompts:
-            problems.append("prompts is required (--prompts FILE)")
-        if not self.out:
-            problems.append("out is required (--out FILE.jsonl)")
-        elif Path(self.out).suffix not in (".jsonl", ".parquet"):
-            problems.append(f"out must end in .jsonl or .parquet, got {self.out!r}")
+        problems = self.problems(counts=("samples", "negatives"))
         if self.strategy not in STRATEGIES:
             problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.context_mode not in CONTEXT_MODES:
-            problems.append(f"context_mode must be one of {', '.join(CONTEXT_MODES)}")
-        if self.backend not in BACKENDS:
-            problems.append(f"backend must be one of {', '.join(BACKENDS)}")
-        for name in ("samples", "negatives", "max_new_tokens", "batch_size", "chunk_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1")
-        if self.temperature < 0:
-            problems.append("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            problems.append("top_p must be in (0, 1]")
-        if self.resume and self.overwrite:
-            problems.append("pass --resume or --overwrite, not both")
         require(problems)
 
 

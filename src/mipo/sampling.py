@@ -12,59 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mipo.config import add_config_arguments, option, require, resolve
-from mipo.generation import BACKENDS, GenerationStats
-from mipo.models import DEFAULT_MODEL
-from mipo.prompts import CONTEXT_MODES
+from mipo.generation import GenerationJob, GenerationStats
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SampleConfig:
-    model: str = option(DEFAULT_MODEL, "model that answers: a built-in name, a folder or a Hub id")
-    prompts: str | None = option(None, "prompt records: JSONL, CSV, Parquet, a datasets folder or a Hub id")
-    out: str | None = option(None, "output file (.jsonl or .parquet)")
-    prompt_field: str = option("prompt", "record field holding the prompt (text or chat messages)")
-    context_field: str = option("context", "record field holding the user's context")
-    id_field: str = option("id", "record field holding the id (default: the line number)")
-    system_field: str = option("system", "record field holding a system text")
-    split: str = option("train", "split of a datasets folder or Hub dataset")
-    limit: int | None = option(None, "use only the first N prompt records")
-    context_mode: str = option(
-        "system", "where the context goes: system message or prefix of the user turn", choices=CONTEXT_MODES
-    )
+class SampleConfig(GenerationJob):
     with_context: bool = option(True, "include each record's context in its prompt")
     samples: int = option(1, "responses per prompt")
-    temperature: float = option(0.1, "sampling temperature (0 = greedy)")
-    top_p: float = option(0.9, "nucleus sampling mass")
-    max_new_tokens: int = option(256, "longest response, in tokens")
-    seed: int = option(0, "sampling seed")
-    batch_size: int = option(64, "rows decoded together (hf backend)")
-    chunk_size: int = option(128, "prompts generated between flushes to disk")
-    backend: str = option("hf", "generation engine", choices=BACKENDS)
-    device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
-    resume: bool = option(False, "continue an interrupted run from its partial file")
-    overwrite: bool = option(False, "replace an existing output")
-    progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.prompts:
-            problems.append("prompts is required (--prompts FILE)")
-        if not self.out:
-            problems.append("out is required (--out FILE.jsonl)")
-        elif Path(self.out).suffix not in (".jsonl", ".parquet"):
-            problems.append(f"out must end in .jsonl or .parquet, got {self.out!r}")
-        for name in ("samples", "max_new_tokens", "batch_size", "chunk_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1")
-        if self.temperature < 0:
-            problems.append("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            problems.append("top_p must be in (0, 1]")
-        if self.resume and self.overwrite:
-            problems.append("pass --resume or --overwrite, not both")
-        require(problems)
+        require(self.problems(counts=("samples",)))
 
 
 def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Path:
