@@ -9,6 +9,12 @@ from mipo.evaluation import EvalConfig, evaluate
 FAST = ["--limit", "3", "--max-new-tokens", "6", "--no-progress", "--n-bootstrap", "500"]
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test gets its own $MIPO_CACHE, so a baseline cached by one test never serves another."""
+    monkeypatch.setenv("MIPO_CACHE", str(tmp_path / "cache"))
+
+
 def _read_rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -244,3 +250,62 @@ def test_finished_results_are_not_overwritten(cli, tiny_model_dir, tmp_path):
     code, _, err = cli("eval", "--task", "gsm8k", "--model", tiny_model_dir, "--out", out, *FAST)
     assert code == 2 and "--overwrite" in err
     assert (out / "results.json").read_text() == "{}"
+
+
+def test_baseline_outputs_are_cached_and_reused(tiny_model_dir, tmp_path, monkeypatch):
+    # Two models compared with one baseline: the second evaluation takes the baseline's scored rows from
+    # $MIPO_CACHE/eval without loading it; the numbers are the same as computing them again.
+    import shutil
+
+    import mipo.evaluation as evaluation
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    common = dict(
+        task="prefs,pmi",
+        baseline=str(other),
+        limit=4,
+        k=2,
+        max_new_tokens=5,
+        seeds=[3],
+        progress=False,
+        n_bootstrap=200,
+    )
+    first = json.loads(
+        evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "a"), **common)).read_text()
+    )
+    assert first["baseline_from_cache"] == []
+    assert len(list((tmp_path / "cache" / "eval").glob("*.json"))) == 2  # one per task
+
+    loaded = []
+    real_get = evaluation._ModelSlot.get
+    monkeypatch.setattr(
+        evaluation._ModelSlot, "get", lambda self, name: loaded.append(name) or real_get(self, name)
+    )
+    second = json.loads(
+        evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "b"), **common)).read_text()
+    )
+    assert second["baseline_from_cache"] == ["pmi", "prefs"]
+    assert str(other) in loaded  # pmi's reference is the baseline: it still scores the model's responses
+    for task in ("prefs", "pmi"):
+        assert second["tasks"][task]["baseline"]["mean"] == pytest.approx(
+            first["tasks"][task]["baseline"]["mean"]
+        )
+        assert second["tasks"][task]["difference"]["mean"] == pytest.approx(
+            first["tasks"][task]["difference"]["mean"]
+        )
+
+    # prefs alone: the baseline is never loaded; a changed setting misses the cache; so does cache_baseline=False
+    loaded.clear()
+    evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "c"), **{**common, "task": "prefs"}))
+    assert loaded == [str(tiny_model_dir)]
+    changed = {**common, "task": "prefs", "max_new_tokens": 4}
+    third = json.loads(
+        evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "d"), **changed)).read_text()
+    )
+    assert third["baseline_from_cache"] == []
+    off = {**common, "task": "prefs", "cache_baseline": False}
+    fourth = json.loads(
+        evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "e"), **off)).read_text()
+    )
+    assert fourth["baseline_from_cache"] == []

@@ -71,6 +71,27 @@ def test_stage_skips_resumes_and_reruns(tmp_path):
     assert not (tmp_path / "s" / "stale.txt").exists()
 
 
+def test_a_finished_stage_is_copied_from_a_sibling_run_folder(tmp_path):
+    # Two runs that share their pairs settings (e.g. DPO and SFT on the same pairs): the second copies the
+    # first's finished stage instead of generating again; a different key is never copied.
+    calls = []
+
+    def work(folder, resume):
+        calls.append(folder)
+        (folder / "pairs.jsonl").write_text("rows")
+
+    first = Stage("pairs", tmp_path / "dpo" / "pairs", {"strategy": "incomplete"}, ["k"], work)
+    assert run_stage(first, tmp_path / "dpo") == "ran"
+    twin = Stage("pairs", tmp_path / "sft" / "pairs", {"strategy": "incomplete"}, ["k"], work)
+    assert run_stage(twin, tmp_path / "sft") == "copied"
+    assert (tmp_path / "sft" / "pairs" / "pairs.jsonl").read_text() == "rows" and len(calls) == 1
+    assert run_stage(twin, tmp_path / "sft") == "skipped"
+    other = Stage("pairs", tmp_path / "rand" / "pairs", {"strategy": "random"}, ["k"], work)
+    assert run_stage(other, tmp_path / "rand") == "ran" and len(calls) == 2
+    alone = Stage("pairs", tmp_path / "solo" / "pairs", {"strategy": "incomplete"}, ["k"], work)
+    assert run_stage(alone) == "ran"  # no run folder given (reuse_stages: false): never copied
+
+
 def test_upstream_change_changes_downstream_keys(tmp_path):
     base = load_run_config(ROOT / "src" / "mipo" / "configs" / "demo.yaml", [f"run_dir={tmp_path}"])
     changed = load_run_config(

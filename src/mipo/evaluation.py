@@ -80,6 +80,11 @@ class EvalConfig:
     confidence: float = option(0.95, "confidence level of the intervals")
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when available)")
     overwrite: bool = option(False, "replace an existing results.json in --out")
+    cache_baseline: bool = option(
+        True,
+        "reuse the baseline's scored outputs from an earlier run with the same model, items and settings "
+        "($MIPO_CACHE/eval): comparing several models with one base model runs the base model once",
+    )
     progress: bool = option(True, "show progress bars")
 
     def __post_init__(self) -> None:
@@ -243,6 +248,39 @@ def _run_model(config: EvalConfig, task: Task, model, tokenizer) -> dict[int, li
     return by_seed
 
 
+def _baseline_cache_path(config: EvalConfig, task: Task, name: str, reference: str | None) -> Path:
+    """Where the scored rows of ``name`` on ``task`` with these settings are kept (see ``cache_baseline``)."""
+    from mipo.models import cache_dir, resolve_model
+    from mipo.ref_cache import cache_key, reference_identity
+
+    fields = {
+        "mipo_version": __version__,
+        "model": reference_identity(resolve_model(name)),
+        "task": task.name,
+        "items": [item.id for item in task.items],
+        "prompts": reference_identity(config.prompts) if config.prompts else None,
+        **{
+            k: getattr(config, k)
+            for k in (
+                "limit",
+                "seeds",
+                "top_p",
+                "max_new_tokens",
+                "batch_size",
+                "score_batch_size",
+                "mc_mode",
+                "train_split",
+                "context_mode",
+                "preference_types",
+            )
+        },
+        "temperature": config.sampling_temperature,
+    }
+    if task.kind == "pmi":
+        fields.update(k=config.k, reference=reference_identity(resolve_model(reference)))
+    return cache_dir() / "eval" / f"{cache_key(fields)}.json"
+
+
 def _other_prompts(config: EvalConfig, task: Task) -> list[list[int]]:
     """The K other prompts of each item, fixed by the first seed (the same for every model compared)."""
     from mipo.pmi import choose_other_prompts
@@ -255,15 +293,23 @@ def _other_prompts(config: EvalConfig, task: Task) -> list[list[int]]:
 
 
 def _score_pmi(
-    config: EvalConfig, task: Task, runs: dict[str, dict[int, list[dict]]], model, tokenizer
+    config: EvalConfig,
+    task: Task,
+    runs: dict[str, dict[int, list[dict]]],
+    model,
+    tokenizer,
+    scored: set[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Fill each row's ``pmi`` under the reference model; score the pairs file's responses when asked."""
+    """Fill each row's ``pmi`` under the reference model (roles in ``scored`` have it already); score the
+    pairs file's responses when asked."""
     from mipo.pmi import pmi_scores
     from mipo.tasks import response_text
 
     conversations = [item.messages(config.context_mode) for item in task.items]
     others = _other_prompts(config, task)
     for role, by_seed in runs.items():
+        if role in scored:
+            continue
         for seed, rows in by_seed.items():
             log.info("pmi of the %s's responses (seed %s) under the reference", role, seed)
             values = pmi_scores(
@@ -365,11 +411,33 @@ def evaluate(config: EvalConfig) -> Path:
         if task.kind == "pmi":  # fail before any model loads when the prompts cannot supply K others
             _other_prompts(config, task)
     roles = {"model": config.model, **({"baseline": config.baseline} if config.baseline else {})}
+    pmi_reference = default_reference(config) if any(t.kind == "pmi" for t in tasks) else None
+    # the other model's role per task: the baseline, or (pmi without a baseline) the reference's own responses
+    compared = {
+        t.name: roles.get("baseline")
+        or (pmi_reference if t.kind == "pmi" and pmi_reference != config.model else None)
+        for t in tasks
+    }
+    cache_paths = {
+        t.name: _baseline_cache_path(config, t, compared[t.name], pmi_reference)
+        for t in tasks
+        if config.cache_baseline and compared[t.name]
+    }
     slot = _ModelSlot(config.device)
     runs: dict[str, dict[str, dict[int, list[dict]]]] = defaultdict(dict)  # task -> role -> seed -> rows
+    from_cache: set[str] = set()  # tasks whose baseline rows (scored) came from the cache
+    for task in tasks:
+        path = cache_paths.get(task.name)
+        if path is not None and path.is_file():
+            cached = json.loads(path.read_text())
+            runs[task.name]["baseline"] = {int(seed): rows for seed, rows in cached.items()}
+            from_cache.add(task.name)
+            log.info("%s: the baseline's scored outputs come from the cache (%s)", task.name, path)
     for role, name in roles.items():
-        model, tokenizer = slot.get(name)
         for task in tasks:
+            if role in runs[task.name]:
+                continue
+            model, tokenizer = slot.get(name)
             log.info("%s: %s on %d items", task.name, role, len(task.items))
             runs[task.name][role] = _run_model(config, task, model, tokenizer)
     pmi_extra: dict[str, Any] = {}
@@ -377,12 +445,21 @@ def evaluate(config: EvalConfig) -> Path:
     for task in tasks:
         if task.kind != "pmi":
             continue
-        reference = default_reference(config)
-        model, tokenizer = slot.get(reference)
-        if "baseline" not in roles and reference != config.model:
+        reference = pmi_reference
+        if "baseline" not in runs[task.name] and compared[task.name]:
             log.info("pmi: the reference model's own responses, for comparison")
-            runs[task.name]["baseline"] = _run_model(config, task, model, tokenizer)
-        pmi_extra = _score_pmi(config, task, runs[task.name], model, tokenizer)
+            runs[task.name]["baseline"] = _run_model(config, task, *slot.get(reference))
+        pmi_extra = _score_pmi(
+            config,
+            task,
+            runs[task.name],
+            *slot.get(reference),
+            scored={"baseline"} if task.name in from_cache else set(),
+        )
+    for task in tasks:
+        path = cache_paths.get(task.name)
+        if path is not None and task.name not in from_cache:
+            atomic_write_json(path, {str(seed): rows for seed, rows in runs[task.name]["baseline"].items()})
 
     results: dict[str, Any] = {
         "mipo_version": __version__,
@@ -401,6 +478,7 @@ def evaluate(config: EvalConfig) -> Path:
             "confidence": config.confidence,
             "n_bootstrap": config.n_bootstrap,
         },
+        "baseline_from_cache": sorted(from_cache),
         "models": {
             "model": model_identity(config.model),
             "baseline": model_identity(config.baseline) if config.baseline else None,

@@ -39,6 +39,11 @@ class RunConfig:
     eval: list = option([], "one mapping per evaluation (EvalConfig fields; `task` required)")
     report: dict = option({}, "settings of the report: {examples: N}")
     title: str = option("", "a title for the report")
+    reuse_stages: bool = option(
+        True,
+        "copy a finished stage with the same key from a sibling run folder (same parent) instead of "
+        "rerunning it: runs that differ only in training settings share their prompts and pairs",
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -110,13 +115,42 @@ class Stage:
         self.key = stage_key(self.settings, self.upstream)
 
 
-def run_stage(stage: Stage) -> str:
-    """Skip, resume or (re)run one stage; returns what happened."""
+def _read_state(folder: Path) -> dict | None:
+    state_file = folder / "stage.json"
+    return json.loads(state_file.read_text()) if state_file.is_file() else None
+
+
+def _finished_twin(stage: Stage, run_dir: Path) -> Path | None:
+    """The same stage, finished with the same key, in a sibling run folder."""
+    relative = stage.folder.relative_to(run_dir)
+    for sibling in sorted(run_dir.resolve().parent.iterdir()):
+        folder = sibling / relative
+        if sibling == run_dir.resolve() or not folder.is_dir():
+            continue
+        state = _read_state(folder)
+        if state and state.get("key") == stage.key and state.get("finished"):
+            return folder
+    return None
+
+
+def run_stage(stage: Stage, run_dir: Path | None = None) -> str:
+    """Skip, resume, copy (from a sibling run folder under ``run_dir``'s parent) or (re)run one stage;
+    returns what happened."""
     state_file = stage.folder / "stage.json"
-    state = json.loads(state_file.read_text()) if state_file.is_file() else None
+    state = _read_state(stage.folder)
     if state and state.get("key") == stage.key and state.get("finished"):
         log.info("%s: finished already (key %s), skipped", stage.name, stage.key)
         return "skipped"
+    twin = _finished_twin(stage, run_dir) if run_dir is not None else None
+    if twin is not None:
+        if stage.folder.exists():
+            shutil.rmtree(stage.folder)
+        partial = stage.folder.with_name(stage.folder.name + ".copying")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(twin, partial)
+        partial.rename(stage.folder)
+        log.info("%s: same key finished in %s, copied", stage.name, twin)
+        return "copied"
     resume = bool(state and state.get("key") == stage.key)
     if state and not resume:
         log.info("%s: settings changed, rerunning it", stage.name)
@@ -288,7 +322,7 @@ def run_pipeline(config: RunConfig) -> Path:
     stages = build_stages(config)
     for i, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s", i, len(stages), stage.name)
-        outcome = run_stage(stage)
+        outcome = run_stage(stage, run_dir if config.reuse_stages else None)
         log.info("[%d/%d] %s: %s", i, len(stages), stage.name, outcome)
     return run_dir / "report" / "report.md"
 
