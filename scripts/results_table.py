@@ -1,0 +1,300 @@
+"""Rebuild the tables of docs/results.md from the run folders that scripts/run_results.sh writes.
+
+    python scripts/results_table.py                  # reads runs/results/, prints markdown
+    python scripts/results_table.py --runs DIR --out docs/results-tables.md
+
+A run folder is named ``<group>-s<seed>`` (e.g. ``prefs-incomplete-s1``); each of its evaluations is
+``eval/<task>/results.json`` with per-item rows in ``eval/<task>/examples/*.jsonl``. Seeds of one group
+are pooled item by item: each test item's difference to the base model is averaged over the seeds, and
+the interval is a bootstrap over items (it holds the items' noise, not the seeds'; the per-seed
+differences are listed beside it so the seeds' spread shows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from mipo.stats import mean_ci, paired_difference
+
+RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
+PREFS_METHODS = [
+    ("prefs-incomplete", "MIPO, incomplete negatives"),
+    ("prefs-other-context", "MIPO, other-context negatives"),
+    ("prefs-random", "MIPO, random negatives"),
+    ("prefs-sft", "SFT on the same chosen responses"),
+]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def item_scores(eval_dir: Path, task: str, role: str) -> dict[str, float]:
+    """Each item's score (averaged over sampling seeds) for ``role`` (model or baseline)."""
+    results = json.loads((eval_dir / "results.json").read_text())
+    path = eval_dir / results["tasks"][task]["examples"][role]
+    by_id: dict[str, list[float]] = defaultdict(list)
+    for row in _rows(path):
+        by_id[str(row["id"])].append(float(row["score"]))
+    return {k: sum(v) / len(v) for k, v in by_id.items()}
+
+
+def load_runs(runs_dir: Path) -> dict[str, dict[int, Path]]:
+    """``{group: {seed: run folder}}`` for every run folder with at least one finished evaluation."""
+    groups: dict[str, dict[int, Path]] = defaultdict(dict)
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        match = RUN_NAME.match(folder.name)
+        if match and list(folder.glob("eval/*/results.json")):
+            groups[match["group"]][int(match["seed"])] = folder
+    return groups
+
+
+def fmt(summary: dict | None, digits: int = 3) -> str:
+    if not summary:
+        return "-"
+    low, high = summary["ci"]
+    return f"{summary['mean']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def fmt_plain(summary: dict | None, digits: int = 3) -> str:
+    if not summary:
+        return "-"
+    low, high = summary["ci"]
+    return f"{summary['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def pooled(runs: dict[int, Path], task: str, eval_name: str | None = None) -> dict | None:
+    """Model and baseline item scores averaged over seeds; the paired difference with its interval."""
+    eval_name = eval_name or task
+    per_seed = []
+    for seed, folder in sorted(runs.items()):
+        eval_dir = folder / "eval" / eval_name
+        if not (eval_dir / "results.json").is_file():
+            continue
+        per_seed.append((seed, item_scores(eval_dir, task, "model"), item_scores(eval_dir, task, "baseline")))
+    if not per_seed:
+        return None
+    ids = sorted(per_seed[0][1])
+    if any(sorted(m) != ids or sorted(b) != ids for _, m, b in per_seed):
+        raise SystemExit(f"{eval_name}: the seeds' runs scored different items; cannot pool them")
+    model = [np.mean([m[i] for _, m, _ in per_seed]) for i in ids]
+    base = [np.mean([b[i] for _, _, b in per_seed]) for i in ids]
+    return {
+        "seeds": [s for s, _, _ in per_seed],
+        "n": len(ids),
+        "model": mean_ci(model),
+        "baseline": mean_ci(base),
+        "difference": paired_difference(model, base),
+        "per_seed_model": [float(np.mean(list(m.values()))) for _, m, _ in per_seed],
+        "per_seed_difference": [float(np.mean([m[i] - b[i] for i in ids])) for _, m, b in per_seed],
+    }
+
+
+def _results(folder: Path, eval_name: str) -> dict | None:
+    path = folder / "eval" / eval_name / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _train_summary(folder: Path) -> dict:
+    path = folder / "train" / "model" / "train_summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _loss(folder: Path) -> str:
+    loss = _train_summary(folder).get("final_loss")
+    return f"{loss:.3f}" if loss is not None else "-"
+
+
+def _pairs_count(folder: Path) -> int | None:
+    path = folder / "pairs" / "pairs.jsonl"
+    return sum(1 for line in path.open() if line.strip()) if path.is_file() else None
+
+
+def _seconds(folder: Path) -> float:
+    total = 0.0
+    for state in folder.rglob("stage.json"):
+        total += json.loads(state.read_text()).get("seconds") or 0.0
+    return total
+
+
+def prefs_table(groups: dict[str, dict[int, Path]]) -> list[str]:
+    lines = [
+        "| model | seeds | preferences followed (mean over seeds) | per seed | difference to the prompting"
+        " baseline [95% CI] | p | per-seed differences |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    baseline_done = False
+    for group, label in PREFS_METHODS:
+        if group not in groups:
+            continue
+        entry = pooled(groups[group], "prefs")
+        if entry is None:
+            continue
+        if not baseline_done:
+            lines.append(
+                f"| base model, preferences in the prompt (prompting baseline) | - | "
+                f"{fmt_plain(entry['baseline'])} | - | - | - | - |"
+            )
+            baseline_done = True
+        lines.append(
+            f"| {label} | {','.join(map(str, entry['seeds']))} | {fmt_plain(entry['model'])} | "
+            f"{' / '.join(f'{v:.3f}' for v in entry['per_seed_model'])} | {fmt(entry['difference'])} | "
+            f"{entry['difference']['p_value']:.3f} | "
+            f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} |"
+        )
+    return lines
+
+
+def per_preference_table(groups: dict[str, dict[int, Path]]) -> list[str]:
+    """Per preference type: the base model's rate and each method's, pooled over seeds."""
+    rates: dict[str, dict[str, float]] = defaultdict(dict)
+    columns = []
+    for group, label in [("base", "base")] + PREFS_METHODS:
+        source = group if group != "base" else next((g for g, _ in PREFS_METHODS if g in groups), None)
+        if source is None or source not in groups:
+            continue
+        role = "baseline" if group == "base" else "model"
+        counts: dict[str, list[float]] = defaultdict(list)
+        for folder in groups[source].values():
+            results = _results(folder, "prefs")
+            if results is None:
+                continue
+            for ptype, value in results["tasks"]["prefs"][role]["per_preference"].items():
+                counts[ptype].append(value["mean"])
+            if group == "base":
+                break  # the baseline is the same model on the same items in every run
+        if counts:
+            columns.append(label.split(",")[-1].strip() if group != "base" else "base")
+            for ptype, values in counts.items():
+                rates[ptype][columns[-1]] = float(np.mean(values))
+    lines = ["| preference type | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for ptype in sorted(rates):
+        lines.append(
+            f"| {ptype} | " + " | ".join(f"{rates[ptype].get(c, float('nan')):.2f}" for c in columns) + " |"
+        )
+    return lines
+
+
+def run_rows(groups: dict[str, dict[int, Path]], names: list[str]) -> list[tuple[str, int, Path]]:
+    return [(g, s, f) for g in names if g in groups for s, f in sorted(groups[g].items())]
+
+
+def pmi_table(groups: dict[str, dict[int, Path]]) -> tuple[list[str], list[tuple[float, float]]]:
+    """Per run: PMI of the base model's and the trained model's responses; and the task difference."""
+    lines = [
+        "| run | pairs | final train loss | PMI, base (nats) | PMI, trained | PMI difference [95% CI] |"
+        " preferences difference [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    points = []
+    for _group, _seed, folder in run_rows(groups, sorted(groups)):
+        pmi = _results(folder, "pmi")
+        if pmi is None:
+            continue
+        entry = pmi["tasks"]["pmi"]
+        prefs = _results(folder, "prefs")
+        task_diff = prefs["tasks"]["prefs"]["difference"] if prefs else None
+        lines.append(
+            f"| {folder.name} | {_pairs_count(folder)} | {_loss(folder)} | "
+            f"{fmt_plain(entry.get('baseline'), 1)} | {fmt_plain(entry['model'], 1)} | "
+            f"{fmt(entry.get('difference'), 1)} | {fmt(task_diff)} |"
+        )
+        if task_diff and entry.get("difference"):
+            points.append((entry["difference"]["mean"], task_diff["mean"]))
+    return lines, points
+
+
+def spearman(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 3:
+        return None
+    x, y = (np.argsort(np.argsort(np.array(v))) for v in zip(*points))
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def math_table(groups: dict[str, dict[int, Path]]) -> list[str]:
+    lines = [
+        "| run | task | n | base model | MIPO | difference [95% CI] | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _group, _seed, folder in run_rows(groups, [g for g in sorted(groups) if g.startswith("gsm8k")]):
+        for eval_dir in sorted((folder / "eval").glob("*/results.json")):
+            results = json.loads(eval_dir.read_text())
+            for task, entry in results["tasks"].items():
+                lines.append(
+                    f"| {folder.name} | {task} | {entry['n']} | {fmt_plain(entry.get('baseline'))} | "
+                    f"{fmt_plain(entry['model'])} | {fmt(entry.get('difference'))} | "
+                    f"{entry['difference']['p_value']:.3f} |"
+                    if entry.get("difference")
+                    else f"| {folder.name} | {task} | {entry['n']} | - | {fmt_plain(entry['model'])} | - | - |"
+                )
+    return lines
+
+
+def sweep_table(groups: dict[str, dict[int, Path]]) -> list[str]:
+    lines = [
+        "| run | learning rate | beta | epochs | final loss | preferences difference [95% CI] | p |"
+        " PMI difference | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = ["prefs-incomplete"] + sorted(g for g in groups if g.startswith("sweep-"))
+    for _group, seed, folder in run_rows(groups, names):
+        if seed != 0:
+            continue
+        train = json.loads((folder / "run_config.json").read_text()).get("train", {})
+        prefs, pmi = _results(folder, "prefs"), _results(folder, "pmi")
+        diff = prefs["tasks"]["prefs"]["difference"] if prefs else None
+        pmi_diff = pmi["tasks"]["pmi"].get("difference") if pmi else None
+        lines.append(
+            f"| {folder.name} | {train.get('learning_rate')} | {train.get('beta') or 0.1} | "
+            f"{train.get('epochs')} | {_loss(folder)} | {fmt(diff)} | "
+            f"{diff['p_value']:.3f} | "
+            if diff
+            else "- | - | "
+        )
+        lines[-1] += f"{fmt(pmi_diff, 1)} | {_seconds(folder) / 60:.1f} |"
+    return lines
+
+
+def build(runs_dir: Path) -> str:
+    groups = load_runs(runs_dir)
+    if not groups:
+        raise SystemExit(f"{runs_dir}: no run folder with a finished evaluation (run scripts/run_results.sh)")
+    out = ["## Personalization (prefs, 74 held-out items, greedy)", "", *prefs_table(groups), ""]
+    out += ["### Per preference type (rate followed; mean over seeds)", "", *per_preference_table(groups), ""]
+    out += ["## Math and multiple choice", "", *math_table(groups), ""]
+    pmi_lines, points = pmi_table(groups)
+    rho = spearman(points)
+    out += ["## The objective: PMI before and after", "", *pmi_lines, ""]
+    out += [
+        "Spearman correlation between a run's PMI difference and its preferences difference: "
+        + (f"{rho:+.2f} over {len(points)} runs" if rho is not None else "too few runs"),
+        "",
+    ]
+    out += ["## Sweep (incomplete negatives, seed 0)", "", *sweep_table(groups), ""]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs", default="runs/results", help="folder of run folders (default: runs/results)"
+    )
+    parser.add_argument("--out", help="write the markdown here instead of printing it")
+    args = parser.parse_args()
+    text = build(Path(args.runs))
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

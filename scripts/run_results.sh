@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every run behind docs/results.md: `scripts/run_results.sh [prefs|math|sweep|all|RUN ...]`.
+# Each run is one `mipo run` of a config in configs/results/; rerunning skips finished stages, so the
+# script can be stopped and started again. Two groups can run side by side on 2 cores with MIPO_THREADS=1.
+# Afterwards `python scripts/results_table.py` rebuilds the tables from runs/results/*/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MIPO="${MIPO:-.venv/bin/mipo}"
+export OMP_NUM_THREADS="${MIPO_THREADS:-${OMP_NUM_THREADS:-2}}"
+mkdir -p runs/results
+
+declare -A CONFIG OVERRIDES
+for seed in 0 1 2; do
+    for method in incomplete random other-context sft; do
+        CONFIG[prefs-$method-s$seed]=prefs-$method
+        OVERRIDES[prefs-$method-s$seed]="seed=$seed"
+    done
+done
+CONFIG[gsm8k-drop-sentence-s0]=gsm8k-drop-sentence
+CONFIG[gsm8k-random-s0]=gsm8k-random
+# the sweep: one setting changed at a time around the defaults (lr 2e-4, beta 0.1, 2 epochs), seed 0
+CONFIG[sweep-lr5e-5-s0]=prefs-incomplete OVERRIDES[sweep-lr5e-5-s0]="train.learning_rate=5e-5"
+CONFIG[sweep-lr5e-4-s0]=prefs-incomplete OVERRIDES[sweep-lr5e-4-s0]="train.learning_rate=5e-4"
+CONFIG[sweep-beta0.5-s0]=prefs-incomplete OVERRIDES[sweep-beta0.5-s0]="train.beta=0.5"
+CONFIG[sweep-epochs4-s0]=prefs-incomplete OVERRIDES[sweep-epochs4-s0]="train.epochs=4"
+
+# in order of what the comparison needs first: every method at seed 0 and 1 before seed 2
+PREFS="prefs-incomplete-s0 prefs-sft-s0 prefs-incomplete-s1 prefs-random-s0 prefs-random-s1 prefs-incomplete-s2
+       prefs-random-s2 prefs-other-context-s0 prefs-sft-s1 prefs-other-context-s1 prefs-sft-s2
+       prefs-other-context-s2"
+MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0"
+SWEEP="sweep-lr5e-5-s0 sweep-lr5e-4-s0 sweep-beta0.5-s0 sweep-epochs4-s0"
+
+run() {  # run NAME
+    local name=$1
+    [[ -n "${CONFIG[$name]:-}" ]] || { echo "unknown run '$name'" >&2; exit 2; }
+    echo "$(date +%T) $name"
+    # shellcheck disable=SC2086  # the overrides are words
+    "$MIPO" run "configs/results/${CONFIG[$name]}.yaml" "run_dir=runs/results/$name" ${OVERRIDES[$name]:-} \
+        >"runs/results/$name.log" 2>&1 || { echo "$name failed: see runs/results/$name.log"; return 1; }
+}
+
+names=()
+for arg in "${@:-all}"; do
+    case "$arg" in
+        prefs) names+=($PREFS) ;;
+        math) names+=($MATH) ;;
+        sweep) names+=($SWEEP) ;;
+        all) names+=($PREFS $MATH $SWEEP) ;;
+        *) names+=("$arg") ;;
+    esac
+done
+for name in "${names[@]}"; do
+    run "$name"
+done
