@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from mipo.errors import MipoError
 from mipo.evaluation import EvalConfig, evaluate
 
 FAST = ["--limit", "3", "--max-new-tokens", "6", "--no-progress", "--n-bootstrap", "500"]
@@ -309,3 +310,49 @@ def test_baseline_outputs_are_cached_and_reused(tiny_model_dir, tmp_path, monkey
         evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "e"), **off)).read_text()
     )
     assert fourth["baseline_from_cache"] == []
+
+
+def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import mipo.generation as generation
+
+    common = dict(
+        task="prefs",
+        model=str(tiny_model_dir),
+        limit=5,
+        batch_size=2,
+        max_new_tokens=5,
+        seeds=[4],
+        progress=False,
+        n_bootstrap=200,
+    )
+    whole = json.loads(evaluate(EvalConfig(out=str(tmp_path / "whole"), **common)).read_text())
+    whole_rows = _read_rows(tmp_path / "whole" / "examples" / "prefs.model.jsonl")
+
+    real, calls = generation.generate_responses, []
+
+    def killed_after_two_batches(*args, **kwargs):
+        calls.append(kwargs["first_batch"])
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_responses", killed_after_two_batches)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(EvalConfig(out=str(out), **common))
+    assert not (out / "results.json").exists() and len(list((out / "partial").iterdir())) == 1
+
+    with pytest.raises(MipoError, match="holds an interrupted evaluation; pass --resume"):
+        evaluate(EvalConfig(out=str(out), **common))
+
+    monkeypatch.setattr(
+        generation, "generate_responses", lambda *a, **k: calls.append(k["first_batch"]) or real(*a, **k)
+    )
+    calls.clear()
+    resumed = json.loads(evaluate(EvalConfig(out=str(out), resume=True, **common)).read_text())
+    assert calls == [2]  # batches 0 and 1 were read back; only the last one (1 item) ran
+    assert _read_rows(out / "examples" / "prefs.model.jsonl") == whole_rows
+    assert resumed["tasks"]["prefs"]["model"]["mean"] == whole["tasks"]["prefs"]["model"]["mean"]
+    assert not (out / "partial").exists()

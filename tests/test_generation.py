@@ -87,6 +87,25 @@ def test_sampling_is_seeded_and_keeps_input_order(tiny):
         assert alone == [batched[k]]
 
 
+def test_one_batch_at_a_time_with_first_batch_equals_one_call(tiny):
+    # What `mipo eval` relies on to save rows batch by batch: same batches, same random streams.
+    from mipo.generation import encode_conversations, generate_responses
+
+    model, tokenizer = tiny
+    lengths = [len(ids) for ids in encode_conversations(tokenizer, conversations())]
+    ordered = [QUESTIONS[i] for i in sorted(range(len(QUESTIONS)), key=lambda i: lengths[i])]
+    kwargs = dict(temperature=1.0, top_p=0.9, max_new_tokens=8, progress=False, batch_size=2, seed=5)
+    whole = generate_responses(model, tokenizer, conversations(ordered), **kwargs)
+    pieces = [
+        response
+        for b, first in enumerate(range(0, len(ordered), 2))
+        for response in generate_responses(
+            model, tokenizer, conversations(ordered[first : first + 2]), first_batch=b, **kwargs
+        )
+    ]
+    assert pieces == whole
+
+
 def test_top_p_samples_only_the_nucleus_with_and_without_the_top_k_shortcut(monkeypatch):
     import torch
 

@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import re
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,10 @@ class EvalConfig:
     confidence: float = option(0.95, "confidence level of the intervals")
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when available)")
     overwrite: bool = option(False, "replace an existing results.json in --out")
+    resume: bool = option(
+        False,
+        "continue an evaluation that was interrupted: generated batches saved in OUT/partial/ are read back",
+    )
     cache_baseline: bool = option(
         True,
         "reuse the baseline's scored outputs from an earlier run with the same model, items and settings "
@@ -198,8 +203,14 @@ def _slug(task_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", task_name.replace("file:", "file-"))[:80]
 
 
-def _run_model(config: EvalConfig, task: Task, model, tokenizer) -> dict[int, list[dict[str, Any]]]:
-    """Per seed, one row per item: ``{id, seed, prompt, response, extracted, verdict, score, ...}``."""
+def _run_model(
+    config: EvalConfig, task: Task, model, tokenizer, role: str
+) -> dict[int, list[dict[str, Any]]]:
+    """Per seed, one row per item: ``{id, seed, prompt, response, extracted, verdict, score, ...}``.
+
+    Generated rows are saved batch by batch under ``OUT/partial/``; with ``config.resume`` the saved
+    batches are read back instead of generated again.
+    """
     from mipo.generation import generate_responses
     from mipo.pmi import sequence_logprobs
     from mipo.tasks.multiple_choice import loglik_prediction
@@ -222,29 +233,60 @@ def _run_model(config: EvalConfig, task: Task, model, tokenizer) -> dict[int, li
             at += len(item.choices)
             rows.append({"id": item.id, "seed": None, "prompt": conversation, "response": None, **verdict})
         return {config.seeds[0]: rows}
+    from tqdm.auto import tqdm
+
+    from mipo.files import RowWriter
+    from mipo.generation import GenerationStats, encode_conversations
+
+    # Items sorted by prompt length and fed one batch at a time: the same batches (and, with
+    # ``first_batch``, the same random streams) as one call, and each batch's rows are saved as it ends.
+    lengths = [len(ids) for ids in encode_conversations(tokenizer, conversations)]
+    order = sorted(range(len(task.items)), key=lambda i: lengths[i])
+    batches = [order[first : first + config.batch_size] for first in range(0, len(order), config.batch_size)]
     deterministic = config.sampling_temperature == 0
     by_seed = {}
     for seed in config.seeds[:1] if deterministic else config.seeds:
-        responses = generate_responses(
-            model,
-            tokenizer,
-            conversations,
-            temperature=config.sampling_temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
-            seed=seed,
-            batch_size=config.batch_size,
-            progress=config.progress,
+        partial = Path(config.out) / "partial" / f"{_slug(task.name)}.{role}.seed{seed}.jsonl"
+        writer = RowWriter(partial, resume=config.resume, overwrite=True)
+        done = {entry["index"]: entry["row"] for entry in writer.existing}
+        stats = GenerationStats()
+        bar = tqdm(
+            total=len(order),
+            initial=sum(all(i in done for i in batch) * len(batch) for batch in batches),
+            desc=f"{task.name}: {role}, seed {seed}",
+            unit="item",
+            disable=not config.progress,
         )
-        rows = []
-        for item, conversation, (response,) in zip(task.items, conversations, responses):
-            row = {"id": item.id, "seed": seed, "prompt": conversation, "response": response}
-            if task.score is not None:
-                row.update(task.score(item, response))
-            if item.answer is not None:
-                row["answer"] = item.answer
-            rows.append(row)
-        by_seed[seed] = rows
+        for b, batch in enumerate(batches):
+            if all(i in done for i in batch):
+                continue  # finished before an interruption
+            responses = generate_responses(
+                model,
+                tokenizer,
+                [conversations[i] for i in batch],
+                temperature=config.sampling_temperature,
+                top_p=config.top_p,
+                max_new_tokens=config.max_new_tokens,
+                seed=seed,
+                batch_size=config.batch_size,
+                progress=False,
+                stats=stats,
+                first_batch=b,
+            )
+            for i, (response,) in zip(batch, responses):
+                item = task.items[i]
+                row = {"id": item.id, "seed": seed, "prompt": conversations[i], "response": response}
+                if task.score is not None:
+                    row.update(task.score(item, response))
+                if item.answer is not None:
+                    row["answer"] = item.answer
+                writer.write({"index": i, "row": row})
+                done[i] = row
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
+        bar.close()
+        writer.abort()  # the partial rows stay until results.json is written
+        by_seed[seed] = [done[i] for i in range(len(task.items))]
     return by_seed
 
 
@@ -397,6 +439,12 @@ def evaluate(config: EvalConfig) -> Path:
         raise MipoError(
             f"{results_path} already exists; pass --overwrite to replace it or choose another --out"
         )
+    partial = out / "partial"
+    if partial.is_dir() and any(partial.iterdir()) and not (config.resume or config.overwrite):
+        raise MipoError(
+            f"{partial} holds an interrupted evaluation; pass --resume to continue it or --overwrite to "
+            "start again"
+        )
     tasks = [
         load_task(
             n,
@@ -439,7 +487,7 @@ def evaluate(config: EvalConfig) -> Path:
                 continue
             model, tokenizer = slot.get(name)
             log.info("%s: %s on %d items", task.name, role, len(task.items))
-            runs[task.name][role] = _run_model(config, task, model, tokenizer)
+            runs[task.name][role] = _run_model(config, task, model, tokenizer, role)
     pmi_extra: dict[str, Any] = {}
     reference = None
     for task in tasks:
@@ -448,7 +496,7 @@ def evaluate(config: EvalConfig) -> Path:
         reference = pmi_reference
         if "baseline" not in runs[task.name] and compared[task.name]:
             log.info("pmi: the reference model's own responses, for comparison")
-            runs[task.name]["baseline"] = _run_model(config, task, *slot.get(reference))
+            runs[task.name]["baseline"] = _run_model(config, task, *slot.get(reference), "baseline")
         pmi_extra = _score_pmi(
             config,
             task,
@@ -531,6 +579,7 @@ def evaluate(config: EvalConfig) -> Path:
             }
         results["tasks"][task.name] = entry
     atomic_write_json(results_path, results)
+    shutil.rmtree(out / "partial", ignore_errors=True)
     log.info("wrote %s", results_path)
     return results_path
 

@@ -136,8 +136,12 @@ def generate_responses(
     stats: GenerationStats | None = None,
     backend: str = "hf",
     drop_finished: bool = True,
+    first_batch: int = 0,
 ) -> list[list[str]]:
     """Return ``num_samples`` responses per conversation, in input order. ``temperature=0`` is greedy.
+
+    Batch ``b`` samples with a generator seeded by ``seed`` and ``first_batch + b``: a caller that feeds
+    the conversations one batch at a time (to save rows as they come) gets the same responses as one call.
 
     With ``backend="vllm"``, ``model`` is a ``vllm.LLM`` or a model name/folder for it; ``tokenizer`` is unused.
     The same inputs and ``seed`` give the same responses (on one device and batch size).
@@ -166,6 +170,7 @@ def generate_responses(
         progress=progress,
         stats=stats,
         drop_finished=drop_finished,
+        first_batch=first_batch,
     )
 
 
@@ -210,6 +215,7 @@ def _generate_hf(
     progress: bool,
     stats: GenerationStats,
     drop_finished: bool,
+    first_batch: int = 0,
 ) -> list[list[str]]:
     import torch
     from tqdm.auto import tqdm
@@ -224,12 +230,12 @@ def _generate_hf(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
     generator = torch.Generator(device=model.device)
     results: list[list[str]] = [[""] * num_samples for _ in conversations]
-    start = time.perf_counter()
+    start = time.perf_counter() - stats.seconds  # stats may carry earlier calls' time
     bar = tqdm(total=len(conversations), desc="generating", unit="prompt", disable=not progress)
     done_samples = [0] * len(conversations)
     for b, first in enumerate(range(0, len(rows), batch_size)):
         batch_rows = rows[first : first + batch_size]
-        generator.manual_seed(seed * 1_000_003 + b)
+        generator.manual_seed(seed * 1_000_003 + first_batch + b)
         tokens = _decode_batch(
             model,
             [encoded[i] for i, _ in batch_rows],

@@ -293,7 +293,13 @@ def build_stages(config: RunConfig) -> list[Stage]:
             evaluate(
                 from_dict(
                     EvalConfig,
-                    {**settings, "model": str(model_dir), "out": str(folder), "overwrite": True},
+                    {
+                        **settings,
+                        "model": str(model_dir),
+                        "out": str(folder),
+                        "overwrite": True,
+                        "resume": resume,
+                    },
                     source="eval",
                 )
             )
