@@ -29,6 +29,7 @@ PREFS_METHODS = [
     ("prefs-other-context", "MIPO, other-context negatives"),
     ("prefs-random", "MIPO, random negatives"),
     ("prefs-sft", "SFT on the same chosen responses"),
+    ("sweep-lr5e-4", "MIPO, incomplete negatives, learning rate 5e-4"),
 ]
 
 
@@ -44,6 +45,13 @@ def item_scores(eval_dir: Path, task: str, role: str) -> dict[str, float]:
     for row in _rows(path):
         by_id[str(row["id"])].append(float(row["score"]))
     return {k: sum(v) / len(v) for k, v in by_id.items()}
+
+
+def reply_words(eval_dir: Path, task: str, role: str) -> float:
+    """Mean length of the replies in words: a drop flags short or cut replies gaming length checkers."""
+    results = json.loads((eval_dir / "results.json").read_text())
+    rows = _rows(eval_dir / results["tasks"][task]["examples"][role])
+    return float(np.mean([len((row.get("response") or "").split()) for row in rows]))
 
 
 def load_runs(runs_dir: Path) -> dict[str, dict[int, Path]]:
@@ -73,11 +81,12 @@ def fmt_plain(summary: dict | None, digits: int = 3) -> str:
 def pooled(runs: dict[int, Path], task: str, eval_name: str | None = None) -> dict | None:
     """Model and baseline item scores averaged over seeds; the paired difference with its interval."""
     eval_name = eval_name or task
-    per_seed = []
+    per_seed, words = [], []
     for seed, folder in sorted(runs.items()):
         eval_dir = folder / "eval" / eval_name
         if not (eval_dir / "results.json").is_file():
             continue
+        words.append((reply_words(eval_dir, task, "model"), reply_words(eval_dir, task, "baseline")))
         per_seed.append((seed, item_scores(eval_dir, task, "model"), item_scores(eval_dir, task, "baseline")))
     if not per_seed:
         return None
@@ -92,6 +101,8 @@ def pooled(runs: dict[int, Path], task: str, eval_name: str | None = None) -> di
         "model": mean_ci(model),
         "baseline": mean_ci(base),
         "difference": paired_difference(model, base),
+        "words": float(np.mean([w for w, _ in words])),
+        "baseline_words": float(np.mean([b for _, b in words])),
         "per_seed_model": [float(np.mean(list(m.values()))) for _, m, _ in per_seed],
         "per_seed_difference": [float(np.mean([m[i] - b[i] for i in ids])) for _, m, b in per_seed],
     }
@@ -117,18 +128,16 @@ def _pairs_count(folder: Path) -> int | None:
     return sum(1 for line in path.open() if line.strip()) if path.is_file() else None
 
 
-def _seconds(folder: Path) -> float:
-    total = 0.0
-    for state in folder.rglob("stage.json"):
-        total += json.loads(state.read_text()).get("seconds") or 0.0
-    return total
+def _train_seconds(folder: Path) -> float:
+    state = folder / "train" / "stage.json"
+    return json.loads(state.read_text()).get("seconds") or 0.0 if state.is_file() else 0.0
 
 
 def prefs_table(groups: dict[str, dict[int, Path]]) -> list[str]:
     lines = [
         "| model | seeds | preferences followed (mean over seeds) | per seed | difference to the prompting"
-        " baseline [95% CI] | p | per-seed differences |",
-        "|---|---|---|---|---|---|---|",
+        " baseline [95% CI] | p | per-seed differences | reply words |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     baseline_done = False
     for group, label in PREFS_METHODS:
@@ -140,14 +149,14 @@ def prefs_table(groups: dict[str, dict[int, Path]]) -> list[str]:
         if not baseline_done:
             lines.append(
                 f"| base model, preferences in the prompt (prompting baseline) | - | "
-                f"{fmt_plain(entry['baseline'])} | - | - | - | - |"
+                f"{fmt_plain(entry['baseline'])} | - | - | - | - | {entry['baseline_words']:.1f} |"
             )
             baseline_done = True
         lines.append(
             f"| {label} | {','.join(map(str, entry['seeds']))} | {fmt_plain(entry['model'])} | "
             f"{' / '.join(f'{v:.3f}' for v in entry['per_seed_model'])} | {fmt(entry['difference'])} | "
             f"{entry['difference']['p_value']:.3f} | "
-            f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} |"
+            f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} | {entry['words']:.1f} |"
         )
     return lines
 
@@ -240,7 +249,7 @@ def math_table(groups: dict[str, dict[int, Path]]) -> list[str]:
 def sweep_table(groups: dict[str, dict[int, Path]]) -> list[str]:
     lines = [
         "| run | learning rate | beta | epochs | final loss | preferences difference [95% CI] | p |"
-        " PMI difference | minutes |",
+        " PMI difference | training minutes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     names = ["prefs-incomplete"] + sorted(g for g in groups if g.startswith("sweep-"))
@@ -258,7 +267,7 @@ def sweep_table(groups: dict[str, dict[int, Path]]) -> list[str]:
             if diff
             else "- | - | "
         )
-        lines[-1] += f"{fmt(pmi_diff, 1)} | {_seconds(folder) / 60:.1f} |"
+        lines[-1] += f"{fmt(pmi_diff, 1)} | {_train_seconds(folder) / 60:.1f} |"
     return lines
 
 

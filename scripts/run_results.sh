@@ -18,18 +18,21 @@ for seed in 0 1 2; do
 done
 CONFIG[gsm8k-drop-sentence-s0]=gsm8k-drop-sentence
 CONFIG[gsm8k-random-s0]=gsm8k-random
-# the sweep: one setting changed at a time around the defaults (lr 2e-4, beta 0.1, 2 epochs), seed 0
-CONFIG[sweep-lr5e-5-s0]=prefs-incomplete OVERRIDES[sweep-lr5e-5-s0]="train.learning_rate=5e-5"
-CONFIG[sweep-lr5e-4-s0]=prefs-incomplete OVERRIDES[sweep-lr5e-4-s0]="train.learning_rate=5e-4"
-CONFIG[sweep-beta0.5-s0]=prefs-incomplete OVERRIDES[sweep-beta0.5-s0]="train.beta=0.5"
-CONFIG[sweep-epochs4-s0]=prefs-incomplete OVERRIDES[sweep-epochs4-s0]="train.epochs=4"
+# the sweep: one setting changed at a time around the defaults (lr 2e-4, beta 0.1, 2 epochs)
+for seed in 0 1 2; do
+    for change in lr5e-5:train.learning_rate=5e-5 lr5e-4:train.learning_rate=5e-4 beta0.5:train.beta=0.5 \
+        epochs4:train.epochs=4; do
+        CONFIG[sweep-${change%%:*}-s$seed]=prefs-incomplete
+        OVERRIDES[sweep-${change%%:*}-s$seed]="seed=$seed ${change#*:}"
+    done
+done
 
 # in order of what the comparison needs first: every method at seed 0 and 1 before seed 2
 PREFS="prefs-incomplete-s0 prefs-sft-s0 prefs-incomplete-s1 prefs-random-s0 prefs-random-s1 prefs-incomplete-s2
        prefs-random-s2 prefs-other-context-s0 prefs-sft-s1 prefs-other-context-s1 prefs-sft-s2
        prefs-other-context-s2"
 MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0"
-SWEEP="sweep-lr5e-5-s0 sweep-lr5e-4-s0 sweep-beta0.5-s0 sweep-epochs4-s0"
+SWEEP="sweep-lr5e-5-s0 sweep-lr5e-4-s0 sweep-beta0.5-s0 sweep-epochs4-s0 sweep-lr5e-4-s1 sweep-lr5e-4-s2"
 
 run() {  # run NAME
     local name=$1

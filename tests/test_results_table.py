@@ -23,7 +23,10 @@ def _write_run(folder: Path, model_scores: list[float], base_scores: list[float]
     eval_dir = folder / "eval" / "prefs"
     (eval_dir / "examples").mkdir(parents=True)
     for role, scores in (("model", model_scores), ("baseline", base_scores)):
-        rows = [{"id": i, "seed": 0, "score": s, "preferences": []} for i, s in zip(ids, scores)]
+        rows = [
+            {"id": i, "seed": 0, "score": s, "response": "one two", "preferences": []}
+            for i, s in zip(ids, scores)
+        ]
         (eval_dir / "examples" / f"prefs.{role}.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in rows)
         )
@@ -61,6 +64,7 @@ def test_seeds_are_pooled_item_by_item(table, tmp_path):
     assert entry["per_seed_difference"] == pytest.approx([0.375, 0.375])
     assert entry["model"]["mean"] == pytest.approx(0.625)  # items: 0.5, 0.5, 0.5, 1.0
     assert entry["difference"]["mean"] == pytest.approx(0.375)
+    assert entry["words"] == 2.0
     text = table.build(tmp_path)
     assert "| MIPO, incomplete negatives | 0,1 | 0.625" in text
     assert "+0.375 / +0.375" in text and "not-a-run" not in text
