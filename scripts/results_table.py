@@ -290,13 +290,45 @@ def build(runs_dir: Path) -> str:
     return "\n".join(out)
 
 
+KEPT = [
+    "run_config.json",
+    "pairs/pairs.jsonl",
+    "train/stage.json",
+    "train/model/train_summary.json",
+    "eval/*/results.json",
+    "eval/*/stage.json",
+    "eval/*/examples/*.jsonl",
+]
+
+
+def export(runs_dir: Path, target: Path) -> int:
+    """Copy what the tables read (no weights) from every run folder to ``target``; returns files copied."""
+    import shutil
+
+    copied = 0
+    for group in load_runs(runs_dir).values():
+        for folder in group.values():
+            for pattern in KEPT:
+                for path in folder.glob(pattern):
+                    destination = target / folder.name / path.relative_to(folder)
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, destination)
+                    copied += 1
+    return copied
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--runs", default="runs/results", help="folder of run folders (default: runs/results)"
     )
     parser.add_argument("--out", help="write the markdown here instead of printing it")
+    parser.add_argument(
+        "--export", metavar="DIR", help="also copy the files the tables read (no model weights) to DIR"
+    )
     args = parser.parse_args()
+    if args.export:
+        print(f"copied {export(Path(args.runs), Path(args.export))} files to {args.export}", file=sys.stderr)
     text = build(Path(args.runs))
     if args.out:
         Path(args.out).write_text(text + "\n")

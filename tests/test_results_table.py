@@ -68,6 +68,9 @@ def test_seeds_are_pooled_item_by_item(table, tmp_path):
     text = table.build(tmp_path)
     assert "| MIPO, incomplete negatives | 0,1 | 0.625" in text
     assert "+0.375 / +0.375" in text and "not-a-run" not in text
+    # the exported copy (what docs/results/ keeps) rebuilds the same tables
+    assert table.export(tmp_path, tmp_path / "kept") == 8
+    assert table.build(tmp_path / "kept") == text
 
 
 def test_seeds_that_scored_different_items_are_not_pooled(table, tmp_path):
