@@ -92,6 +92,17 @@ def test_a_finished_stage_is_copied_from_a_sibling_run_folder(tmp_path):
     assert run_stage(alone) == "ran"  # no run folder given (reuse_stages: false): never copied
 
 
+def test_the_seed_is_part_of_the_prompts_key_unless_export_seed_is_set(tmp_path):
+    # prefs train profiles are drawn with the run's seed: another seed must not reuse the prompts stage
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+
+    def prompts_key(*overrides):
+        return build_stages(load_run_config(demo, [f"run_dir={tmp_path}", *overrides]))[0].key
+
+    assert prompts_key("seed=0") != prompts_key("seed=1")
+    assert prompts_key("seed=0", "prompts.export_seed=0") == prompts_key("seed=1", "prompts.export_seed=0")
+
+
 def test_upstream_change_changes_downstream_keys(tmp_path):
     base = load_run_config(ROOT / "src" / "mipo" / "configs" / "demo.yaml", [f"run_dir={tmp_path}"])
     changed = load_run_config(

@@ -214,8 +214,9 @@ def build_stages(config: RunConfig) -> list[Stage]:
     else:
         from mipo.evaluation import EvalConfig
 
-        export = {k: v for k, v in prompts_settings.items()}
-        export.setdefault("export_seed", config.seed)
+        # the run's seed draws the train profiles unless prompts.export_seed fixes them: part of the key
+        prompts_settings.setdefault("export_seed", config.seed)
+        export = dict(prompts_settings)
         prompts_path = prompts_dir / "prompts.jsonl"
         export_config = from_dict(EvalConfig, {**export, "export_train": str(prompts_path)}, source="prompts")
 
