@@ -196,11 +196,12 @@ def run_rows(groups: dict[str, dict[int, Path]], names: list[str]) -> list[tuple
 
 
 def pmi_table(groups: dict[str, dict[int, Path]]) -> tuple[list[str], list[tuple[float, float]]]:
-    """Per run: PMI of the base model's and the trained model's responses; and the task difference."""
+    """Per run: PMI of the base model's and the trained model's responses, and the run's task difference
+    (preferences, or GSM8K for the math runs); the (PMI, preferences) differences of the prefs runs."""
     lines = [
-        "| run | pairs | final train loss | PMI, base (nats) | PMI, trained | PMI difference [95% CI] |"
-        " preferences difference [95% CI] |",
-        "|---|---|---|---|---|---|---|",
+        "| run | pairs | final train loss | PMI prompts (held out) | PMI, base (nats) | PMI, trained |"
+        " PMI difference [95% CI] | task difference [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     points = []
     for _group, _seed, folder in run_rows(groups, sorted(groups)):
@@ -208,14 +209,14 @@ def pmi_table(groups: dict[str, dict[int, Path]]) -> tuple[list[str], list[tuple
         if pmi is None:
             continue
         entry = pmi["tasks"]["pmi"]
-        prefs = _results(folder, "prefs")
-        task_diff = prefs["tasks"]["prefs"]["difference"] if prefs else None
+        task = next((t for t in ("prefs", "gsm8k") if _results(folder, t)), None)
+        task_diff = _results(folder, task)["tasks"][task].get("difference") if task else None
         lines.append(
-            f"| {folder.name} | {_pairs_count(folder)} | {_loss(folder)} | "
+            f"| {folder.name} | {_pairs_count(folder)} | {_loss(folder)} | {entry['n']} {entry.get('source', '')} | "
             f"{fmt_plain(entry.get('baseline'), 1)} | {fmt_plain(entry['model'], 1)} | "
-            f"{fmt(entry.get('difference'), 1)} | {fmt(task_diff)} |"
+            f"{fmt(entry.get('difference'), 1)} | {task or ''} {fmt(task_diff)} |"
         )
-        if task_diff and entry.get("difference"):
+        if task == "prefs" and task_diff and entry.get("difference"):
             points.append((entry["difference"]["mean"], task_diff["mean"]))
     return lines, points
 
@@ -236,6 +237,8 @@ def math_table(groups: dict[str, dict[int, Path]]) -> list[str]:
         for eval_dir in sorted((folder / "eval").glob("*/results.json")):
             results = json.loads(eval_dir.read_text())
             for task, entry in results["tasks"].items():
+                if task == "pmi":
+                    continue  # in the PMI table
                 lines.append(
                     f"| {folder.name} | {task} | {entry['n']} | {fmt_plain(entry.get('baseline'))} | "
                     f"{fmt_plain(entry['model'])} | {fmt(entry.get('difference'))} | "

@@ -312,6 +312,32 @@ def test_baseline_outputs_are_cached_and_reused(tiny_model_dir, tmp_path, monkey
     assert fourth["baseline_from_cache"] == []
 
 
+def test_an_edited_prompts_file_misses_the_baseline_cache(tiny_model_dir, tmp_path):
+    # Same ids, new text: the cached baseline rows belong to the old prompts and must not be reused.
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    prompts = tmp_path / "prompts.jsonl"
+    texts = ["Name a fruit.", "Name a color.", "Name a city."]
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t}) + "\n" for i, t in enumerate(texts)))
+    common = dict(
+        task="pmi", prompts=str(prompts), baseline=str(other), k=2, max_new_tokens=4, progress=False
+    )
+    first = json.loads(
+        evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "a"), **common)).read_text()
+    )
+    again = json.loads(
+        evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "b"), **common)).read_text()
+    )
+    assert (first["baseline_from_cache"], again["baseline_from_cache"]) == ([], ["pmi"])
+    prompts.write_text(prompts.read_text().replace("Name a city.", "Name an animal."))
+    edited = json.loads(
+        evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "c"), **common)).read_text()
+    )
+    assert edited["baseline_from_cache"] == []
+
+
 def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
     tiny_model_dir, tmp_path, monkeypatch
 ):

@@ -83,3 +83,61 @@ def test_seeds_that_scored_different_items_are_not_pooled(table, tmp_path):
 def test_no_finished_run_is_a_clear_error(table, tmp_path):
     with pytest.raises(SystemExit, match="no run folder with a finished evaluation"):
         table.build(tmp_path)
+
+
+def _write_results(folder: Path, task: str, entry: dict) -> None:
+    (folder / "eval" / task).mkdir(parents=True)
+    (folder / "eval" / task / "results.json").write_text(json.dumps({"tasks": {task: entry}}))
+
+
+def test_pmi_rows_show_their_prompts_and_task_and_only_prefs_runs_enter_the_correlation(table, tmp_path):
+    def summary(mean):
+        return {"mean": mean, "ci": [mean - 1, mean + 1], "n": 4}
+
+    def difference(mean):
+        return {**summary(mean), "p_value": 0.5}
+
+    for seed, (pmi_diff, prefs_diff) in enumerate([(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]):
+        folder = tmp_path / f"prefs-incomplete-s{seed}"
+        _write_run(folder, [1.0, 0.0], [0.0, 0.0])
+        _write_results(
+            folder,
+            "pmi",
+            {
+                "n": 20,
+                "source": "prefs test items",
+                "model": summary(50 + pmi_diff),
+                "baseline": summary(50.0),
+                "difference": difference(pmi_diff),
+            },
+        )
+        results = json.loads((folder / "eval" / "prefs" / "results.json").read_text())
+        results["tasks"]["prefs"]["difference"] = difference(prefs_diff)
+        (folder / "eval" / "prefs" / "results.json").write_text(json.dumps(results))
+    math = tmp_path / "gsm8k-random-s0"
+    _write_results(
+        math,
+        "gsm8k",
+        {"n": 200, "model": summary(0.01), "baseline": summary(0.015), "difference": difference(-0.005)},
+    )
+    _write_results(
+        math,
+        "pmi",
+        {
+            "n": 40,
+            "source": "gsm8k test items",
+            "model": summary(90.0),
+            "baseline": summary(80.0),
+            "difference": difference(10.0),
+        },
+    )
+    (math / "run_config.json").write_text("{}")
+    lines, points = table.pmi_table(table.load_runs(tmp_path))
+    row = next(line for line in lines if line.startswith("| gsm8k-random-s0"))
+    assert (
+        "| 40 gsm8k test items | 80.0 [79.0, 81.0] | 90.0 [89.0, 91.0] | +10.0 [+9.0, +11.0] | gsm8k -0.005"
+        in row
+    )
+    assert sorted(points) == [(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]  # the math run is not a preferences point
+    text = table.build(tmp_path)
+    assert "over 3 runs" in text and "| gsm8k-random-s0 | pmi |" not in text  # pmi only in its own table

@@ -176,6 +176,18 @@ def test_builtin_tasks_load_from_the_installed_packages():
     assert len({i.meta["subject"] for i in mmlu.items}) == 57  # --limit spans every subject
 
 
+def test_pmi_prompts_name_a_tasks_test_items_or_a_file(tmp_path, monkeypatch):
+    gsm8k = load_task("gsm8k", limit=6)
+    pmi = load_task("pmi", prompts="gsm8k", limit=6)
+    assert [i.prompt for i in pmi.items] == [i.prompt for i in gsm8k.items]
+    assert pmi.source == "gsm8k test items" and pmi.kind == "pmi"
+    assert load_task("pmi", limit=3).source == "prefs test items"
+    # a file called like a task is read as a file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gsm8k").write_text(json.dumps({"id": "a", "prompt": "What is 2+2?"}) + "\n")
+    assert [i.prompt for i in load_task("pmi", prompts="gsm8k").items] == ["What is 2+2?"]
+
+
 def test_unknown_task_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
         load_task("nope")

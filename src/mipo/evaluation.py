@@ -60,7 +60,9 @@ class EvalConfig:
     )
     k: int = option(8, "pmi: other prompts whose likelihood of a response estimates its marginal")
     prompts: str | None = option(
-        None, "pmi: held-out prompt records or a pairs file (default: the prefs test items)"
+        None,
+        "pmi: held-out prompts: a prompt-records or pairs file, or a task name (prefs, gsm8k, arc-easy, "
+        "arc-challenge, mmlu) for its test items (default: prefs)",
     )
     score_pairs: bool = option(False, "pmi with a pairs file: also score its chosen and rejected responses")
     train_split: float = option(0.2, "gsm8k: share of questions held apart as MIPO prompts (never evaluated)")
@@ -299,8 +301,19 @@ def _baseline_cache_path(config: EvalConfig, task: Task, name: str, reference: s
         "mipo_version": __version__,
         "model": reference_identity(resolve_model(name)),
         "task": task.name,
-        "items": [item.id for item in task.items],
-        "prompts": reference_identity(config.prompts) if config.prompts else None,
+        "items": [  # the texts, not only the ids: an edited prompts or items file misses the cache
+            [
+                item.id,
+                item.prompt,
+                item.context,
+                item.system,
+                item.answer,
+                item.choices,
+                item.messages_override,
+            ]
+            for item in task.items
+        ],
+        "prompts": config.prompts,
         **{
             k: getattr(config, k)
             for k in (

@@ -24,6 +24,7 @@ from mipo.errors import ConfigError, InputError
 from mipo.prompts import CONTEXT_MODES  # noqa: F401  (re-exported: evaluation uses it)
 
 BUILTIN_TASKS = ("prefs", "gsm8k", "arc-easy", "arc-challenge", "mmlu", "pmi")
+PMI_PROMPT_TASKS = ("prefs", "gsm8k", "arc-easy", "arc-challenge", "mmlu")  # pmi: `prompts` may name one
 
 
 def build_messages(
@@ -126,15 +127,15 @@ def load_task(
 def pmi_task(
     prompts: str | None, *, train_split: float = 0.2, preference_types: list[str] | None = None
 ) -> Task:
-    """Held-out prompts for the PMI measurement: a prompts/pairs file, or the prefs test items."""
-    if prompts:
-        items = read_prompt_items(prompts)
-        source = str(prompts)
+    """Held-out prompts for the PMI measurement: a prompts/pairs file, or the test items of a built-in task
+    (``prefs`` when ``prompts`` is not given; a file of that name wins over the task)."""
+    name = prompts or "prefs"
+    if name in PMI_PROMPT_TASKS and not Path(name).exists():
+        items = load_task(name, train_split=train_split, preference_types=preference_types).items
+        source = f"{name} test items"
     else:
-        from mipo.tasks import prefs
-
-        items = prefs.task(train_split=train_split, types=preference_types).items
-        source = "prefs test items"
+        items = read_prompt_items(name)
+        source = name
     return Task("pmi", "pmi", items, None, "mean PMI (nats)", source)
 
 
