@@ -16,8 +16,12 @@ for seed in 0 1 2; do
         OVERRIDES[prefs-$method-s$seed]="seed=$seed"
     done
 done
-CONFIG[gsm8k-drop-sentence-s0]=gsm8k-drop-sentence
-CONFIG[gsm8k-random-s0]=gsm8k-random
+for seed in 0 1 2; do
+    for method in drop-sentence random; do
+        CONFIG[gsm8k-$method-s$seed]=gsm8k-$method
+        OVERRIDES[gsm8k-$method-s$seed]="seed=$seed"
+    done
+done
 # the sweep: one setting changed at a time around the defaults (lr 2e-4, beta 0.1, 2 epochs)
 for seed in 0 1 2; do
     for change in lr5e-5:train.learning_rate=5e-5 lr5e-4:train.learning_rate=5e-4 beta0.5:train.beta=0.5 \
@@ -31,7 +35,7 @@ done
 PREFS="prefs-incomplete-s0 prefs-sft-s0 prefs-incomplete-s1 prefs-random-s0 prefs-random-s1 prefs-incomplete-s2
        prefs-random-s2 prefs-other-context-s0 prefs-sft-s1 prefs-other-context-s1 prefs-sft-s2
        prefs-other-context-s2"
-MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0"
+MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0 gsm8k-drop-sentence-s1 gsm8k-random-s1"
 SWEEP="sweep-lr5e-5-s0 sweep-lr5e-4-s0 sweep-beta0.5-s0 sweep-epochs4-s0 sweep-lr5e-4-s1 sweep-lr5e-4-s2"
 
 run() {  # run NAME
