@@ -54,6 +54,19 @@ def reply_words(eval_dir: Path, task: str, role: str) -> float:
     return float(np.mean([len((row.get("response") or "").split()) for row in rows]))
 
 
+def degenerate_replies(eval_dir: Path, task: str, role: str) -> tuple[int, int]:
+    """Replies under 10 words, and replies that repeat themselves (under 70% of their 3-word sequences
+    distinct): what a learning rate or epoch count that over-trains produces first."""
+    results = json.loads((eval_dir / "results.json").read_text())
+    short = repeating = 0
+    for row in _rows(eval_dir / results["tasks"][task]["examples"][role]):
+        words = (row.get("response") or "").split()
+        trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+        short += len(words) < 10
+        repeating += bool(trigrams) and len(set(trigrams)) < 0.7 * len(trigrams)
+    return short, repeating
+
+
 def load_runs(runs_dir: Path) -> dict[str, dict[int, Path]]:
     """``{group: {seed: run folder}}`` for every run folder with at least one finished evaluation."""
     groups: dict[str, dict[int, Path]] = defaultdict(dict)
@@ -252,25 +265,35 @@ def math_table(groups: dict[str, dict[int, Path]]) -> list[str]:
 def sweep_table(groups: dict[str, dict[int, Path]]) -> list[str]:
     lines = [
         "| run | learning rate | beta | epochs | final loss | preferences difference [95% CI] | p |"
-        " PMI difference | training minutes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " PMI difference | reply words | replies < 10 words / repeating | training minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = ["prefs-incomplete"] + sorted(g for g in groups if g.startswith("sweep-"))
+    base_shown = False
     for _group, seed, folder in run_rows(groups, names):
         if seed != 0:
             continue
         train = json.loads((folder / "run_config.json").read_text()).get("train", {})
         prefs, pmi = _results(folder, "prefs"), _results(folder, "pmi")
-        diff = prefs["tasks"]["prefs"]["difference"] if prefs else None
+        if prefs is None:
+            continue
+        eval_dir = folder / "eval" / "prefs"
+        if not base_shown:
+            short, repeating = degenerate_replies(eval_dir, "prefs", "baseline")
+            words = reply_words(eval_dir, "prefs", "baseline")
+            lines.append(
+                f"| base model | - | - | - | - | - | - | - | {words:.1f} | {short} / {repeating} | - |"
+            )
+            base_shown = True
+        diff = prefs["tasks"]["prefs"]["difference"]
         pmi_diff = pmi["tasks"]["pmi"].get("difference") if pmi else None
+        short, repeating = degenerate_replies(eval_dir, "prefs", "model")
         lines.append(
             f"| {folder.name} | {train.get('learning_rate')} | {train.get('beta') or 0.1} | "
-            f"{train.get('epochs')} | {_loss(folder)} | {fmt(diff)} | "
-            f"{diff['p_value']:.3f} | "
-            if diff
-            else "- | - | "
+            f"{train.get('epochs')} | {_loss(folder)} | {fmt(diff)} | {diff['p_value']:.3f} | "
+            f"{fmt(pmi_diff, 1)} | {reply_words(eval_dir, 'prefs', 'model'):.1f} | {short} / {repeating} | "
+            f"{_train_seconds(folder) / 60:.1f} |"
         )
-        lines[-1] += f"{fmt(pmi_diff, 1)} | {_train_seconds(folder) / 60:.1f} |"
     return lines
 
 

@@ -141,3 +141,21 @@ def test_pmi_rows_show_their_prompts_and_task_and_only_prefs_runs_enter_the_corr
     assert sorted(points) == [(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]  # the math run is not a preferences point
     text = table.build(tmp_path)
     assert "over 3 runs" in text and "| gsm8k-random-s0 | pmi |" not in text  # pmi only in its own table
+
+
+def test_degenerate_replies_counts_short_and_repeating_ones(table, tmp_path):
+    folder = tmp_path / "prefs-incomplete-s0"
+    _write_run(folder, [1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    path = folder / "eval" / "prefs" / "examples" / "prefs.model.jsonl"
+    replies = [
+        "Too short to count.",  # 4 words
+        "the cat sat " * 6,  # 18 words, 3 distinct 3-word sequences of 16
+        "One two three four five six seven eight nine ten eleven twelve.",  # fine
+    ]
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "score": 1.0, "response": r}) + "\n" for i, r in enumerate(replies)
+        )
+    )
+    assert table.degenerate_replies(folder / "eval" / "prefs", "prefs", "model") == (1, 1)
+    assert "| base model | - |" in "\n".join(table.sweep_table(table.load_runs(tmp_path)))
