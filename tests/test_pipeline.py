@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mipo.errors import ConfigError
-from mipo.pipeline import Stage, apply_overrides, build_stages, load_run_config, run_stage
+from mipo.pipeline import Stage, apply_overrides, build_stages, load_run_config, run_stage, stage_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml")) + sorted(
@@ -67,8 +67,30 @@ def test_stage_skips_resumes_and_reruns(tmp_path):
     # changed settings: the old output goes, the stage reruns from scratch
     (tmp_path / "s" / "stale.txt").write_text("old")
     changed = Stage("s", tmp_path / "s", {"a": 2}, [], work)
+    assert stage_plan(changed) == ("rerun", "changed: a: 1 -> 2")
     assert run_stage(changed) == "ran" and calls[-1] is False
     assert not (tmp_path / "s" / "stale.txt").exists()
+    assert stage_plan(changed) == ("skip", f"finished (key {changed.key})")
+    downstream = Stage("t", tmp_path / "t", {"b": {"c": 1}}, [stage.key], work)
+    run_stage(downstream)
+    moved = Stage("t", tmp_path / "t", {"b": {"c": 2}, "d": 0}, [changed.key], work)
+    assert stage_plan(moved) == (
+        "rerun",
+        "changed: b.c: 1 -> 2; d: (unset) -> 0; an earlier stage's key changed",
+    )
+    assert stage_plan(Stage("u", tmp_path / "u", {}, [], work)) == ("run", "not run yet")
+
+
+def test_plan_prints_what_each_stage_would_do_and_runs_nothing(cli, tmp_path):
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+    run_dir = tmp_path / "runs" / "demo"
+    code, out, _ = cli("run", str(demo), f"run_dir={run_dir}", "--plan")
+    assert code == 0 and not run_dir.exists()
+    lines = out.splitlines()
+    assert lines[0].split() == ["prompts", "run", "not", "run", "yet"]
+    assert [line.split()[0] for line in lines] == [
+        s.name for s in build_stages(load_run_config(demo, [f"run_dir={run_dir}"]))
+    ]
 
 
 def test_a_finished_stage_is_copied_from_a_sibling_run_folder(tmp_path):

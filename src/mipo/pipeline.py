@@ -123,6 +123,8 @@ def _read_state(folder: Path) -> dict | None:
 def _finished_twin(stage: Stage, run_dir: Path) -> Path | None:
     """The same stage, finished with the same key, in a sibling run folder."""
     relative = stage.folder.relative_to(run_dir)
+    if not run_dir.resolve().parent.is_dir():
+        return None
     for sibling in sorted(run_dir.resolve().parent.iterdir()):
         folder = sibling / relative
         if sibling == run_dir.resolve() or not folder.is_dir():
@@ -133,27 +135,59 @@ def _finished_twin(stage: Stage, run_dir: Path) -> Path | None:
     return None
 
 
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs (nested mappings by dotted key)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "(unset)"), new.get(key, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
+def stage_plan(stage: Stage, run_dir: Path | None = None) -> tuple[str, str]:
+    """What ``run_stage`` will do and why: ``(action, reason)`` with action one of skip, copy, resume,
+    rerun, run. Reads stage.json files only."""
+    state = _read_state(stage.folder)
+    same_key = bool(state and state.get("key") == stage.key)
+    if same_key and state.get("finished"):
+        return "skip", f"finished (key {stage.key})"
+    twin = _finished_twin(stage, run_dir) if run_dir is not None else None
+    if twin is not None:
+        return "copy", f"same key finished in {twin}"
+    if same_key:
+        return "resume", "interrupted"
+    if state:
+        changed = _changes(state.get("settings") or {}, stage.settings)
+        if state.get("upstream") != stage.upstream:
+            changed.append("an earlier stage's key changed")
+        return "rerun", "changed: " + ("; ".join(changed) or "stage key (mipo version)")
+    return "run", "not run yet"
+
+
 def run_stage(stage: Stage, run_dir: Path | None = None) -> str:
     """Skip, resume, copy (from a sibling run folder under ``run_dir``'s parent) or (re)run one stage;
     returns what happened."""
     state_file = stage.folder / "stage.json"
-    state = _read_state(stage.folder)
-    if state and state.get("key") == stage.key and state.get("finished"):
-        log.info("%s: finished already (key %s), skipped", stage.name, stage.key)
+    action, reason = stage_plan(stage, run_dir)
+    if action == "skip":
+        log.info("%s: %s, skipped", stage.name, reason)
         return "skipped"
-    twin = _finished_twin(stage, run_dir) if run_dir is not None else None
-    if twin is not None:
+    if action == "copy":
+        twin = _finished_twin(stage, run_dir)
         if stage.folder.exists():
             shutil.rmtree(stage.folder)
         partial = stage.folder.with_name(stage.folder.name + ".copying")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(twin, partial)
         partial.rename(stage.folder)
-        log.info("%s: same key finished in %s, copied", stage.name, twin)
+        log.info("%s: %s, copied", stage.name, reason)
         return "copied"
-    resume = bool(state and state.get("key") == stage.key)
-    if state and not resume:
-        log.info("%s: settings changed, rerunning it", stage.name)
+    resume = action == "resume"
+    if action == "rerun":
+        log.info("%s: %s; rerunning it", stage.name, reason)
         shutil.rmtree(stage.folder)
     stage.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
@@ -350,10 +384,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override any key, e.g. train.learning_rate=1e-4 eval.0.limit=20 run_dir=runs/x",
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what each stage would do (skip, copy, resume, rerun, run) and why; run nothing",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     config = load_run_config(args.config, args.overrides)
+    if args.plan:
+        run_dir = Path(config.run_dir)
+        for stage in build_stages(config):
+            action, reason = stage_plan(stage, run_dir if config.reuse_stages else None)
+            print(f"{stage.name:<16} {action:<7} {reason}")
+        return 0
     report = run_pipeline(config)
     print(f"report: {report} (and {report.with_suffix('.html')})")
     return 0
