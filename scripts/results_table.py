@@ -29,6 +29,7 @@ PREFS_METHODS = [
     ("prefs-other-context", "MIPO, other-context negatives"),
     ("prefs-random", "MIPO, random negatives"),
     ("prefs-sft", "SFT on the same chosen responses"),
+    ("sweep-lr5e-5", "MIPO, incomplete negatives, learning rate 5e-5"),
     ("sweep-lr5e-4", "MIPO, incomplete negatives, learning rate 5e-4"),
     ("sweep-epochs4", "MIPO, incomplete negatives, 4 epochs"),
     ("sweep-beta0.5", "MIPO, incomplete negatives, beta 0.5"),
