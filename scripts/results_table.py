@@ -245,23 +245,24 @@ def spearman(points: list[tuple[float, float]]) -> float | None:
 
 
 def math_table(groups: dict[str, dict[int, Path]]) -> list[str]:
+    """Per math group (``gsm8k-<negatives>``) and task: seeds pooled item by item, as for prefs."""
     lines = [
-        "| run | task | n | base model | MIPO | difference [95% CI] | p |",
-        "|---|---|---|---|---|---|---|",
+        "| MIPO prompts, negatives | task | n | seeds | base model | MIPO (mean over seeds) | per seed |"
+        " difference [95% CI] | p | per-seed differences |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for _group, _seed, folder in run_rows(groups, [g for g in sorted(groups) if g.startswith("gsm8k")]):
-        for eval_dir in sorted((folder / "eval").glob("*/results.json")):
-            results = json.loads(eval_dir.read_text())
-            for task, entry in results["tasks"].items():
-                if task == "pmi":
-                    continue  # in the PMI table
-                lines.append(
-                    f"| {folder.name} | {task} | {entry['n']} | {fmt_plain(entry.get('baseline'))} | "
-                    f"{fmt_plain(entry['model'])} | {fmt(entry.get('difference'))} | "
-                    f"{entry['difference']['p_value']:.3f} |"
-                    if entry.get("difference")
-                    else f"| {folder.name} | {task} | {entry['n']} | - | {fmt_plain(entry['model'])} | - | - |"
-                )
+    for group in sorted(g for g in groups if g.startswith("gsm8k-")):
+        for task in ("gsm8k", "arc-easy", "arc-challenge", "mmlu"):
+            entry = pooled(groups[group], task)
+            if entry is None:
+                continue
+            lines.append(
+                f"| GSM8K, {group.removeprefix('gsm8k-')} | {task} | {entry['n']} | "
+                f"{','.join(map(str, entry['seeds']))} | {fmt_plain(entry['baseline'])} | "
+                f"{fmt_plain(entry['model'])} | {' / '.join(f'{v:.3f}' for v in entry['per_seed_model'])} | "
+                f"{fmt(entry['difference'])} | {entry['difference']['p_value']:.3f} | "
+                f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} |"
+            )
     return lines
 
 

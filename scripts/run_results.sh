@@ -35,7 +35,7 @@ done
 PREFS="prefs-incomplete-s0 prefs-sft-s0 prefs-incomplete-s1 prefs-random-s0 prefs-random-s1 prefs-incomplete-s2
        prefs-random-s2 prefs-other-context-s0 prefs-sft-s1 prefs-other-context-s1 prefs-sft-s2
        prefs-other-context-s2"
-MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0 gsm8k-drop-sentence-s1"
+MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0 gsm8k-drop-sentence-s1 gsm8k-random-s1"
 SWEEP="sweep-lr5e-5-s0 sweep-lr5e-4-s0 sweep-beta0.5-s0 sweep-epochs4-s0 sweep-lr5e-4-s1 sweep-lr5e-4-s2
        sweep-epochs4-s1 sweep-epochs4-s2 sweep-beta0.5-s1 sweep-beta0.5-s2 sweep-lr5e-5-s1 sweep-lr5e-5-s2"
 

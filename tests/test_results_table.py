@@ -118,8 +118,22 @@ def test_pmi_rows_show_their_prompts_and_task_and_only_prefs_runs_enter_the_corr
     _write_results(
         math,
         "gsm8k",
-        {"n": 200, "model": summary(0.01), "baseline": summary(0.015), "difference": difference(-0.005)},
+        {
+            "n": 200,
+            "model": summary(0.01),
+            "baseline": summary(0.015),
+            "difference": difference(-0.005),
+            "examples": {"model": "examples/gsm8k.model.jsonl", "baseline": "examples/gsm8k.baseline.jsonl"},
+        },
     )
+    (math / "eval" / "gsm8k" / "examples").mkdir()
+    for role, scores in (("model", [1, 0, 0, 0]), ("baseline", [1, 1, 0, 0])):
+        (math / "eval" / "gsm8k" / "examples" / f"gsm8k.{role}.jsonl").write_text(
+            "".join(
+                json.dumps({"id": f"g{i}", "score": v, "response": "The answer is 4."}) + "\n"
+                for i, v in enumerate(scores)
+            )
+        )
     _write_results(
         math,
         "pmi",
@@ -140,7 +154,10 @@ def test_pmi_rows_show_their_prompts_and_task_and_only_prefs_runs_enter_the_corr
     )
     assert sorted(points) == [(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]  # the math run is not a preferences point
     text = table.build(tmp_path)
-    assert "over 3 runs" in text and "| gsm8k-random-s0 | pmi |" not in text  # pmi only in its own table
+    assert "over 3 runs" in text and "| pmi |" not in text  # pmi only in its own table
+    assert (
+        "| GSM8K, random | gsm8k | 4 | 0 | 0.500 [" in text and "| -0.250 [" in text
+    )  # pooled from the items
 
 
 def test_degenerate_replies_counts_short_and_repeating_ones(table, tmp_path):
