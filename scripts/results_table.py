@@ -216,8 +216,8 @@ def pmi_table(groups: dict[str, dict[int, Path]]) -> tuple[list[str], list[tuple
     (preferences, or GSM8K for the math runs); the (PMI, preferences) differences of the prefs runs."""
     lines = [
         "| run | pairs | final train loss | PMI prompts (held out) | PMI, base (nats) | PMI, trained |"
-        " PMI difference [95% CI] | task difference [95% CI] |",
-        "|---|---|---|---|---|---|---|---|",
+        " PMI difference [95% CI] | reply words, base → trained | task difference [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     points = []
     for _group, _seed, folder in run_rows(groups, sorted(groups)):
@@ -226,11 +226,17 @@ def pmi_table(groups: dict[str, dict[int, Path]]) -> tuple[list[str], list[tuple
             continue
         entry = pmi["tasks"]["pmi"]
         task = next((t for t in ("prefs", "gsm8k") if _results(folder, t)), None)
+        pmi_dir = folder / "eval" / "pmi"
+        words = (
+            f"{reply_words(pmi_dir, 'pmi', 'baseline'):.0f} → {reply_words(pmi_dir, 'pmi', 'model'):.0f}"
+            if "baseline" in entry.get("examples", {})
+            else "-"
+        )
         task_diff = _results(folder, task)["tasks"][task].get("difference") if task else None
         lines.append(
             f"| {folder.name} | {_pairs_count(folder)} | {_loss(folder)} | {entry['n']} {entry.get('source', '')} | "
             f"{fmt_plain(entry.get('baseline'), 1)} | {fmt_plain(entry['model'], 1)} | "
-            f"{fmt(entry.get('difference'), 1)} | {task or ''} {fmt(task_diff)} |"
+            f"{fmt(entry.get('difference'), 1)} | {words} | {task or ''} {fmt(task_diff)} |"
         )
         if task == "prefs" and task_diff and entry.get("difference"):
             points.append((entry["difference"]["mean"], task_diff["mean"]))

@@ -143,13 +143,19 @@ def test_pmi_rows_show_their_prompts_and_task_and_only_prefs_runs_enter_the_corr
             "model": summary(90.0),
             "baseline": summary(80.0),
             "difference": difference(10.0),
+            "examples": {"model": "examples/pmi.model.jsonl", "baseline": "examples/pmi.baseline.jsonl"},
         },
     )
+    (math / "eval" / "pmi" / "examples").mkdir()
+    for role, reply in (("model", "Janet sells 9 eggs"), ("baseline", "Two words")):
+        (math / "eval" / "pmi" / "examples" / f"pmi.{role}.jsonl").write_text(
+            json.dumps({"response": reply}) + "\n"
+        )
     (math / "run_config.json").write_text("{}")
     lines, points = table.pmi_table(table.load_runs(tmp_path))
     row = next(line for line in lines if line.startswith("| gsm8k-random-s0"))
     assert (
-        "| 40 gsm8k test items | 80.0 [79.0, 81.0] | 90.0 [89.0, 91.0] | +10.0 [+9.0, +11.0] | gsm8k -0.005"
+        "| 40 gsm8k test items | 80.0 [79.0, 81.0] | 90.0 [89.0, 91.0] | +10.0 [+9.0, +11.0] | 2 → 4 | gsm8k -0.005"
         in row
     )
     assert sorted(points) == [(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]  # the math run is not a preferences point
