@@ -368,7 +368,8 @@ def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         evaluate(EvalConfig(out=str(out), **common))
-    assert not (out / "results.json").exists() and len(list((out / "partial").iterdir())) == 1
+    assert not (out / "results.json").exists() and len(list((out / "partial").glob("*.partial"))) == 1
+    assert (out / "partial" / "fingerprint.json").is_file()  # what the saved batches belong to
 
     with pytest.raises(MipoError, match="holds an interrupted evaluation; pass --resume"):
         evaluate(EvalConfig(out=str(out), **common))

@@ -7,7 +7,7 @@ import pytest
 
 from mipo.errors import ConfigError, InputError
 from mipo.tasks import build_messages, load_task, prefs
-from mipo.tasks.math import extract_answer, normalize_number
+from mipo.tasks.gsm8k import extract_answer, normalize_number
 from mipo.tasks.multiple_choice import extract_letter
 
 # type -> (params, a reply that follows, a reply that violates)
