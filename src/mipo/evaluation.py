@@ -15,6 +15,7 @@ Writing a task's train prompts is ``mipo.tasks.export`` (``mipo eval --export-tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -63,8 +64,8 @@ class ScoringSettings:
     k: int = option(8, "pmi: other prompts whose likelihood of a response estimates its marginal")
     prompts: str | None = option(
         None,
-        "pmi: held-out prompts: a prompt-records or pairs file, or a task name (prefs, gsm8k, arc-easy, "
-        "arc-challenge, mmlu) for its test items (default: prefs)",
+        "pmi: held-out prompts: a prompt-records or pairs file, or a task name (see --task) for its test "
+        "items (default: prefs)",
     )
     score_pairs: bool = option(False, "pmi with a pairs file: also score its chosen and rejected responses")
     train_split: float = option(0.2, "gsm8k: share of questions held apart as MIPO prompts (never evaluated)")
@@ -139,6 +140,12 @@ class EvalConfig(ScoringSettings):
         choices=("generate", "loglik"),
     )
 
+    # moved: mipo.tasks.export.PromptExportConfig. Kept, hidden from the flags, only until pipeline.py's prompts
+    # stage calls export_prompts (the lead deletes these three fields and ``export_train_records`` at the merge).
+    export_train: str | None = option(None, "moved to mipo.tasks.export", cli=False)
+    profiles_per_question: int = option(1, "moved to mipo.tasks.export", cli=False)
+    export_seed: int = option(0, "moved to mipo.tasks.export", cli=False)
+
     def problems(self) -> list[str]:
         problems = super().problems()
         if not self.task_names:
@@ -160,6 +167,18 @@ class Job:
     compared: dict[str, str | None]  # task -> the model in the "baseline" role, if any
     cache_paths: dict[str, Path] = field(default_factory=dict)  # task -> cached baseline rows
     partial: Path = Path("partial")  # OUT/partial: generated batches, kept until results.json exists
+
+
+def export_train_records(config: EvalConfig) -> Path:
+    """moved: ``mipo.tasks.export.export_prompts`` (pipeline.py calls this name until the merge)."""
+    from mipo.tasks.export import PromptExportConfig, export_prompts
+
+    fields = ("task", "limit", "profiles_per_question", "export_seed", "train_split", "preference_types")
+    values = {name: getattr(config, name) for name in fields}
+    return export_prompts(PromptExportConfig(out=config.export_train, **values))
+
+
+export_train = export_train_records  # moved: mipo.tasks.export.export_prompts
 
 
 # --- steps of evaluate, in order ----------------------------------------------------------------------
@@ -775,7 +794,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     from mipo.tasks.export import PromptExportConfig
 
     parser.add_argument("--config", help="a YAML file of settings (flags override it)")
-    add_config_arguments(parser, EvalConfig)
+    shared = tuple(f.name for f in dataclasses.fields(ScoringSettings))
+    add_config_arguments(parser, EvalConfig, skip=shared)  # --task and --mc-mode first
+    add_config_arguments(parser, ScoringSettings)
     group = parser.add_argument_group(
         "writing train prompts instead (mipo.tasks.export; --task, --limit, --train-split and "
         "--preference-types apply)"
@@ -796,7 +817,7 @@ def main(args: argparse.Namespace) -> int:
     from mipo.config import resolve
 
     if args.export_train:
-        return export_train(args)
+        return run_export_train(args)
     if any(getattr(args, name) is not None for name in EXPORT_FLAGS):
         raise ConfigError("--profiles-per-question and --export-seed apply only with --export-train")
     config = resolve(EvalConfig, args, yaml_path=args.config)
@@ -804,7 +825,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_train(args: argparse.Namespace) -> int:
+def run_export_train(args: argparse.Namespace) -> int:
     """``mipo eval --task prefs --export-train FILE``: ``mipo.tasks.export.export_prompts`` from eval's flags."""
     from mipo.config import from_dict, load_yaml
     from mipo.tasks.export import PromptExportConfig, export_prompts, exportable_tasks

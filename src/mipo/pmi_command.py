@@ -20,7 +20,7 @@ class PmiConfig(ScoringSettings):
     prompts: str | None = option(
         None,
         "held-out prompts: a pairs file (from mipo pairs) or prompt records, or a task name (prefs, gsm8k, "
-        "arc-easy, arc-challenge, mmlu) for its test items (default: prefs)",
+        "...; see mipo eval --help) for its test items (default: prefs)",
         aliases=("--pairs",),
     )
 
