@@ -425,6 +425,17 @@ def test_a_resume_of_another_job_is_refused_naming_what_differs(
     code, _, err = cli(*args, "--seeds", "4", *FAST, "--resume")  # the same job resumes
     assert code == 0, err
     assert not (out / "partial").exists()
+    code, _, err = cli(*args, "--seeds", "4", *FAST, "--resume")
+    assert code == 2 and "this evaluation is finished, there is nothing to resume" in err
+
+
+def test_resume_with_overwrite_starts_another_job_again(cli, tiny_model_dir, tmp_path, monkeypatch):
+    # mipo run passes both: a stage whose inputs changed (a retrained model) starts again instead of failing
+    out = tmp_path / "o"
+    args = _interrupted_run(cli, tiny_model_dir, out, monkeypatch)
+    code, _, err = cli(*args, *FAST, "--seeds", "5", "--resume", "--overwrite")
+    assert code == 0, err
+    assert json.loads((out / "results.json").read_text())["settings"]["seeds"] == [5]
 
 
 def test_an_output_folder_holding_an_input_is_refused_before_anything_is_written(

@@ -192,6 +192,11 @@ def evaluate(config: EvalConfig) -> Path:
     refuse_output_holding_inputs(config)
     results_path = out / "results.json"
     if results_path.exists() and not config.overwrite:
+        if config.resume:
+            raise MipoError(
+                f"{results_path}: this evaluation is finished, there is nothing to resume; pass --overwrite "
+                "to run it again or choose another --out"
+            )
         raise MipoError(
             f"{results_path} already exists; pass --overwrite to replace it or choose another --out"
         )
