@@ -165,8 +165,8 @@ class Job:
     roles: dict[str, str]  # "model" (and "baseline") -> model name
     reference: str | None  # pmi's reference model (None without a pmi task)
     compared: dict[str, str | None]  # task -> the model in the "baseline" role, if any
+    partial: Path  # OUT/partial: generated batches, kept until results.json exists
     cache_paths: dict[str, Path] = field(default_factory=dict)  # task -> cached baseline rows
-    partial: Path = Path("partial")  # OUT/partial: generated batches, kept until results.json exists
 
 
 def export_train_records(config: EvalConfig) -> Path:
@@ -259,7 +259,7 @@ def plan(config: EvalConfig, tasks: list[Task]) -> Job:
         or (reference if t.kind == "pmi" and reference != config.model else None)
         for t in tasks
     }
-    job = Job(tasks, roles, reference, compared, partial=Path(config.out) / "partial")
+    job = Job(tasks, roles, reference, compared, Path(config.out) / "partial")
     if config.cache_baseline:
         job.cache_paths = {
             t.name: baseline_cache_path(config, t, compared[t.name], reference)
