@@ -368,7 +368,8 @@ def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         evaluate(EvalConfig(out=str(out), **common))
-    assert not (out / "results.json").exists() and len(list((out / "partial").iterdir())) == 1
+    assert not (out / "results.json").exists() and len(list((out / "partial").glob("*.partial"))) == 1
+    assert (out / "partial" / "fingerprint.json").is_file()  # what the saved batches belong to
 
     with pytest.raises(MipoError, match="holds an interrupted evaluation; pass --resume"):
         evaluate(EvalConfig(out=str(out), **common))
@@ -382,3 +383,90 @@ def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
     assert _read_rows(out / "examples" / "prefs.model.jsonl") == whole_rows
     assert resumed["tasks"]["prefs"]["model"]["mean"] == whole["tasks"]["prefs"]["model"]["mean"]
     assert not (out / "partial").exists()
+
+
+def _interrupted_run(cli, tiny_model_dir, out, monkeypatch, *extra):
+    """Start an evaluation and interrupt it after its first batch (as Ctrl-C would)."""
+    import mipo.generation as generation
+
+    real, calls = generation.generate_responses, []
+
+    def interrupted_after_one_batch(*args, **kwargs):
+        calls.append(kwargs["first_batch"])
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_responses", interrupted_after_one_batch)
+    args = ["eval", "--task", "gsm8k", "--model", tiny_model_dir, "--out", out, "--batch-size", "2"]
+    code, _, err = cli(*args, "--seeds", "4", *FAST, *extra)
+    assert code == 130, err
+    monkeypatch.setattr(generation, "generate_responses", real)
+    return args
+
+
+@pytest.mark.parametrize(
+    "changed, named",
+    [
+        (["--seeds", "5"], "seeds: [4] -> [5]"),
+        (["--seeds", "4", "--max-new-tokens", "7"], "max_new_tokens: 6 -> 7"),
+    ],
+)
+def test_a_resume_of_another_job_is_refused_naming_what_differs(
+    cli, tiny_model_dir, tmp_path, monkeypatch, changed, named
+):
+    out = tmp_path / "o"
+    args = _interrupted_run(cli, tiny_model_dir, out, monkeypatch)
+    saved = (out / "partial" / "gsm8k.model.seed4.jsonl.partial").read_text()
+    code, _, err = cli(*args, *FAST, *changed, "--resume")
+    errors = [line for line in err.splitlines() if line.startswith("mipo eval: error:")]
+    assert code == 2 and len(errors) == 1 and "cannot resume" in errors[0] and named in errors[0]
+    assert (out / "partial" / "gsm8k.model.seed4.jsonl.partial").read_text() == saved  # nothing lost
+    code, _, err = cli(*args, "--seeds", "4", *FAST, "--resume")  # the same job resumes
+    assert code == 0, err
+    assert not (out / "partial").exists()
+    code, _, err = cli(*args, "--seeds", "4", *FAST, "--resume")
+    assert code == 2 and "this evaluation is finished, there is nothing to resume" in err
+
+
+def test_resume_with_overwrite_starts_another_job_again(cli, tiny_model_dir, tmp_path, monkeypatch):
+    # mipo run passes both: a stage whose inputs changed (a retrained model) starts again instead of failing
+    out = tmp_path / "o"
+    args = _interrupted_run(cli, tiny_model_dir, out, monkeypatch)
+    code, _, err = cli(*args, *FAST, "--seeds", "5", "--resume", "--overwrite")
+    assert code == 0, err
+    assert json.loads((out / "results.json").read_text())["settings"]["seeds"] == [5]
+
+
+def test_an_output_folder_holding_an_input_is_refused_before_anything_is_written(
+    cli, tiny_model_dir, tmp_path
+):
+    import shutil
+
+    model = tmp_path / "runs" / "model"
+    shutil.copytree(tiny_model_dir, model)
+    before = sorted(p.name for p in model.iterdir())
+    for out in (model, tmp_path / "runs"):
+        code, _, err = cli("eval", "--task", "gsm8k", "--model", model, "--out", out, "--overwrite", *FAST)
+        assert code == 2 and f"--out {out} holds an input (--model: {model})" in err
+    assert sorted(p.name for p in model.iterdir()) == before
+    items = tmp_path / "items" / "mine.jsonl"
+    items.parent.mkdir()
+    items.write_text(json.dumps({"question": "1+1?", "answer": 2}) + "\n")
+    code, _, err = cli("eval", "--task", f"file:{items}", "--model", model, "--out", items.parent, *FAST)
+    assert code == 2 and "holds an input (--task file:" in err and items.is_file()
+
+
+def test_overwrite_never_deletes_files_mipo_did_not_write(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "o"
+    (out / "partial").mkdir(parents=True)
+    (out / "partial" / "notes.txt").write_text("mine")
+    (out / "thesis.tex").write_text("mine too")
+    args = ["eval", "--task", "gsm8k", "--model", tiny_model_dir, "--out", out, *FAST]
+    code, _, err = cli(*args)
+    assert code == 2 and "holds an interrupted evaluation" in err
+    code, _, err = cli(*args, "--overwrite")
+    assert code == 0, err
+    assert (out / "partial" / "notes.txt").read_text() == "mine"
+    assert (out / "thesis.tex").read_text() == "mine too"
+    assert sorted(p.name for p in (out / "partial").iterdir()) == ["notes.txt"]  # mipo's own files are gone

@@ -47,7 +47,7 @@ def test_sequence_logprobs_match_unbatched_computation(tiny_model_dir):
     import torch
 
     from mipo.models import load_model
-    from mipo.pmi import encode_response, sequence_logprobs
+    from mipo.scoring import encode_response, sequence_logprobs
 
     model, tokenizer = load_model(str(tiny_model_dir), device="cpu")
     conversations = [

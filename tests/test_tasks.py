@@ -7,7 +7,7 @@ import pytest
 
 from mipo.errors import ConfigError, InputError
 from mipo.tasks import build_messages, load_task, prefs
-from mipo.tasks.math import extract_answer, normalize_number
+from mipo.tasks.gsm8k import extract_answer, normalize_number
 from mipo.tasks.multiple_choice import extract_letter
 
 # type -> (params, a reply that follows, a reply that violates)
@@ -244,3 +244,71 @@ def test_user_file_errors_name_file_line_and_field(tmp_path, rows, message):
 def test_user_file_missing(tmp_path):
     with pytest.raises(InputError, match="file not found"):
         load_task(f"file:{tmp_path / 'none.jsonl'}")
+
+
+def test_task_names_come_from_the_registry_and_split_on_commas_before_a_name(tmp_path):
+    from mipo.tasks import TASKS, split_task_list, task_list_help
+
+    assert {"prefs", "gsm8k", "arc-easy", "arc-challenge", "mmlu", "pmi", "file"} <= set(TASKS.names())
+    assert "file:PATH" in task_list_help() and "prefs" in task_list_help()
+    assert split_task_list("prefs, file:a,b.jsonl,gsm8k") == ["prefs", "file:a,b.jsonl", "gsm8k"]
+    with pytest.raises(ConfigError, match="task 'file' takes PATH: write file:PATH"):
+        load_task("file")
+    with pytest.raises(ConfigError, match="unknown task 'prefs:x'"):
+        load_task("prefs:x")
+
+
+def test_prompt_files_are_read_by_load_prompts_with_its_id_rule(tmp_path):
+    # One reader for every prompt file: records without an id take their line number, as in mipo pairs.
+    path = tmp_path / "prompts.jsonl"
+    rows = [
+        {"prompt": "Name a fruit.", "context": "About me: I like short answers.  "},
+        {
+            "id": "b",
+            "prompt": [{"role": "user", "content": "Name a city."}],
+            "chosen": "Paris.",
+            "rejected": "4.",
+        },
+        {"prompt": "Name a colour."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = load_task("pmi", prompts=str(path)).items
+    assert [i.id for i in items] == ["1", "b", "3"]
+    assert items[0].messages() == [
+        {"role": "system", "content": "About me: I like short answers."},
+        {"role": "user", "content": "Name a fruit."},
+    ]
+    assert items[1].messages() == [{"role": "user", "content": "Name a city."}]
+    assert (items[1].meta["chosen"], items[1].meta["rejected"]) == ("Paris.", "4.")
+    path.write_text(
+        json.dumps({"id": "a", "prompt": "x"}) + "\n" + json.dumps({"id": "a", "prompt": "y"}) + "\n"
+    )
+    with pytest.raises(InputError, match="prompts.jsonl:2: field 'id': id 'a' repeats line 1"):
+        load_task("pmi", prompts=str(path))
+
+
+def test_user_file_items_keep_their_context_and_take_a_csv(tmp_path):
+    path = _write(tmp_path, [{"id": "q1", "question": "1+1?", "answer": 2, "context": "About me: terse."}])
+    item = load_task(f"file:{path}").items[0]
+    assert item.id == "q1" and item.messages()[0] == {"role": "system", "content": "About me: terse."}
+    csv_file = tmp_path / "items.csv"
+    csv_file.write_text("question,answer\n2+2?,4\n3+3?,6\n")
+    task = load_task(f"file:{csv_file}")
+    assert [(i.id, i.answer) for i in task.items] == [("2", "4"), ("3", "6")]
+
+
+def test_export_prompts_writes_a_tasks_train_prompts(tmp_path):
+    from mipo.tasks.export import PromptExportConfig, export_prompts
+
+    path = export_prompts(PromptExportConfig(task="gsm8k", out=str(tmp_path / "g.jsonl"), limit=4))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 4 and "answer" not in rows[0]
+    config = PromptExportConfig(task="prefs", out=str(tmp_path / "p.jsonl"), limit=5, profiles_per_question=2)
+    assert (
+        export_prompts(config).read_text()
+        == prefs.export_train_prompts(
+            tmp_path / "q.jsonl", n_questions=5, profiles_per_question=2
+        ).read_text()
+    )
+    with pytest.raises(ConfigError, match="'arc-easy' has no train prompts to export"):
+        PromptExportConfig(task="arc-easy", out="x.jsonl")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mipo.errors import MipoError
-from mipo.tasks import Item, Task, package_file
+from mipo.tasks.base import Item, Task, package_file, register_task
 
 LETTERS = string.ascii_uppercase
 INSTRUCTION = "Answer with the letter of the correct choice."
@@ -173,3 +173,12 @@ def _hub(path: str, name: str, split: str) -> list[dict[str, Any]]:
 def task(name: str) -> Task:
     items, source = _mmlu_items() if name == "mmlu" else _arc_items(name)
     return Task(name, "choice", items, score, "accuracy (answer letter)", source)
+
+
+def _register(name: str, summary: str) -> None:
+    register_task(name, summary)(lambda options: task(name))
+
+
+_register("arc-easy", "ARC-Easy multiple choice (validation split)")
+_register("arc-challenge", "ARC-Challenge multiple choice (validation split)")
+_register("mmlu", "MMLU multiple choice, 57 subjects (test split)")

@@ -1,108 +1,107 @@
-"""``file:PATH``: the user's own items, one JSON object a line.
+"""``file:PATH``: the user's own items, one record a line (JSONL; CSV and Parquet read too).
 
 - math: ``{"question": "...", "answer": 42}`` (a number, or text holding one), scored like ``gsm8k``;
 - multiple choice: ``{"question": "...", "choices": ["...", "..."], "answer": "B"}`` (a letter, or a
   0-based index), scored like ``arc-easy``.
 
 The kind is detected from the first record's fields (``choices`` present: multiple choice); every record
-must then be of that kind. ``id`` and ``context`` (the user's stated context) are optional.
+must then be of that kind. ``id``, ``context`` (the user's stated context) and ``system`` are optional.
+Records are read by ``mipo.prompts.load_prompts`` (``question`` is the prompt field), so ids follow its
+rule: the ``id`` field, else the line number.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from mipo.errors import InputError
-from mipo.files import read_jsonl
-from mipo.tasks import Item, Task, multiple_choice
-from mipo.tasks import math as math_task
+from mipo.prompts import PromptRecord, load_prompts
+from mipo.tasks import gsm8k, multiple_choice
+from mipo.tasks.base import Item, Task, TaskOptions, register_task
 
 
-def _text(path: Path, line: int, row: dict[str, Any], field: str, *, required: bool = True) -> str | None:
-    value = row.get(field)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(path, "missing or empty (expected text)", line=line, field=field)
-    return value
-
-
-def _math_item(path: Path, line: int, row: dict[str, Any]) -> Item:
-    question = _text(path, line, row, "question")
-    raw = row.get("answer")
+def _math_item(path: Path, record: PromptRecord) -> Item:
+    raw = record.answer
     if isinstance(raw, bool) or raw is None:
         number = None
     else:
-        number = math_task.normalize_number(str(raw)) if isinstance(raw, (int, float, str)) else None
+        number = gsm8k.normalize_number(str(raw)) if isinstance(raw, (int, float, str)) else None
     if number is None:
-        raise InputError(path, f"expected a number, got {raw!r}", line=line, field="answer")
-    return Item(
-        str(row.get("id", f"line-{line}")),
-        math_task.prompt_text(question),
-        _text(path, line, row, "context", required=False),
-        answer=number,
-        meta={"question": question},
+        raise InputError(path, f"expected a number, got {raw!r}", line=record.line, field="answer")
+    question = record.prompt
+    return Item.from_record(
+        record, prompt=gsm8k.prompt_text(question), answer=number, meta={"question": question}
     )
 
 
-def _choice_item(path: Path, line: int, row: dict[str, Any]) -> Item:
-    question = _text(path, line, row, "question")
-    choices = row.get("choices")
+def _choice_answer(path: Path, record: PromptRecord, choices: list[str]) -> str:
+    raw = record.answer
+    letters = multiple_choice.LETTERS[: len(choices)]
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < len(choices):
+        return letters[raw]
+    if isinstance(raw, str) and raw.strip().isdigit() and int(raw) < len(choices):
+        return letters[int(raw)]
+    if isinstance(raw, str) and len(raw.strip()) == 1 and raw.strip().upper() in letters:
+        return raw.strip().upper()
+    raise InputError(
+        path,
+        f"expected a letter {letters[0]}-{letters[-1]} or an index 0-{len(choices) - 1}, got {raw!r}",
+        line=record.line,
+        field="answer",
+    )
+
+
+def _choice_item(path: Path, record: PromptRecord) -> Item:
+    choices = record.meta.get("choices")
     if (
         not isinstance(choices, list)
         or len(choices) < 2
         or not all(isinstance(c, str) and c.strip() for c in choices)
     ):
-        raise InputError(path, "expected a list of at least 2 non-empty texts", line=line, field="choices")
-    if len(choices) > len(multiple_choice.LETTERS):
-        raise InputError(path, f"at most {len(multiple_choice.LETTERS)} choices", line=line, field="choices")
-    raw = row.get("answer")
-    letters = multiple_choice.LETTERS[: len(choices)]
-    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < len(choices):
-        answer = letters[raw]
-    elif isinstance(raw, str) and raw.strip().isdigit() and int(raw) < len(choices):
-        answer = letters[int(raw)]
-    elif isinstance(raw, str) and len(raw.strip()) == 1 and raw.strip().upper() in letters:
-        answer = raw.strip().upper()
-    else:
         raise InputError(
-            path,
-            f"expected a letter {letters[0]}-{letters[-1]} or an index 0-{len(choices) - 1}, got {raw!r}",
-            line=line,
-            field="answer",
+            path, "expected a list of at least 2 non-empty texts", line=record.line, field="choices"
         )
-    item = multiple_choice.make_item(str(row.get("id", f"line-{line}")), question, choices, answer)
-    item.context = _text(path, line, row, "context", required=False)
-    return item
+    if len(choices) > len(multiple_choice.LETTERS):
+        raise InputError(
+            path, f"at most {len(multiple_choice.LETTERS)} choices", line=record.line, field="choices"
+        )
+    answer = _choice_answer(path, record, choices)
+    made = multiple_choice.make_item(record.id, record.prompt, choices, answer)
+    return Item.from_record(record, prompt=made.prompt, answer=answer, choices=made.choices, meta=made.meta)
+
+
+def items(path: Path) -> tuple[str, list[Item]]:
+    """``(kind, items)`` of a user's item file; the first record decides the kind."""
+    records = load_prompts(path, prompt_field="question")
+    kind = "choice" if "choices" in records[0].meta else "generate"
+    out = []
+    for record in records:
+        if not isinstance(record.prompt, str):
+            raise InputError(path, "expected text", line=record.line, field="question")
+        if ("choices" in record.meta) != (kind == "choice"):
+            expected = "multiple-choice ('choices' present)" if kind == "choice" else "math (no 'choices')"
+            raise InputError(
+                path,
+                f"items before this one are {expected}; do not mix kinds",
+                line=record.line,
+                field="choices",
+            )
+        out.append(_choice_item(path, record) if kind == "choice" else _math_item(path, record))
+    return kind, out
 
 
 def task(path_text: str) -> Task:
     path = Path(path_text)
     if not path.is_file():
         raise InputError(path, "file not found (file:PATH takes a JSONL file of items)")
-    items: list[Item] = []
-    kind = None
-    for line, row in read_jsonl(path):
-        row_kind = "choice" if "choices" in row else "math"
-        if kind is None:
-            kind = row_kind
-            if "question" not in row:
-                raise InputError(
-                    path, "missing; an item needs 'question' and 'answer'", line=line, field="question"
-                )
-        elif row_kind != kind:
-            expected = "multiple-choice ('choices' present)" if kind == "choice" else "math (no 'choices')"
-            raise InputError(
-                path, f"items before this one are {expected}; do not mix kinds", line=line, field="choices"
-            )
-        items.append(_choice_item(path, line, row) if kind == "choice" else _math_item(path, line, row))
-    if not items:
-        raise InputError(path, "no items")
+    kind, found = items(path)
     if kind == "choice":
         return Task(
-            f"file:{path}", "choice", items, multiple_choice.score, "accuracy (answer letter)", str(path)
+            f"file:{path}", "choice", found, multiple_choice.score, "accuracy (answer letter)", str(path)
         )
-    return Task(
-        f"file:{path}", "generate", items, math_task.score, "exact match of the final number", str(path)
-    )
+    return Task(f"file:{path}", "generate", found, gsm8k.score, "exact match of the final number", str(path))
+
+
+@register_task("file", "your own math or multiple-choice items, one JSON object a line", argument="PATH")
+def _build(options: TaskOptions) -> Task:
+    return task(str(options.argument))

