@@ -24,6 +24,7 @@ from mipo import __version__
 from mipo.config import option, require, to_dict
 from mipo.errors import ConfigError, MipoError
 from mipo.models import DEFAULT_MODEL
+from mipo.results_format import print_results, results_table  # noqa: F401  # moved: re-export
 from mipo.tasks import CONTEXT_MODES, Task
 
 log = logging.getLogger(__name__)
@@ -595,60 +596,6 @@ def evaluate(config: EvalConfig) -> Path:
     shutil.rmtree(out / "partial", ignore_errors=True)
     log.info("wrote %s", results_path)
     return results_path
-
-
-def results_table(results: dict[str, Any]) -> str:
-    """A plain-text table: one line per task, the model's score, the baseline's, their difference."""
-    from mipo.stats import format_ci
-
-    header = ["task", "n", "model", "baseline", "difference", "p"]
-    lines = []
-    for name, entry in results["tasks"].items():
-        base = entry.get("baseline")
-        diff = entry.get("difference")
-        lines.append(
-            [
-                name,
-                str(entry["n"]),
-                format_ci(entry["model"]),
-                format_ci(base) if base else "-",
-                format_ci(diff) if diff else "-",
-                f"{diff['p_value']:.3g}" if diff else "-",
-            ]
-        )
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    text = [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in lines)]
-    for name, entry in results["tasks"].items():
-        if "per_preference" in entry["model"]:
-            text.append(f"\n{name}: preferences followed, by type (model / baseline)")
-            for ptype, v in entry["model"]["per_preference"].items():
-                b = (
-                    entry.get("baseline", {}).get("per_preference", {}).get(ptype)
-                    if entry.get("baseline")
-                    else None
-                )
-                text.append(
-                    f"  {ptype:<18} {v['mean']:.2f} (n={v['n']})" + (f"  /  {b['mean']:.2f}" if b else "")
-                )
-        if "pairs" in entry:
-            p = entry["pairs"]
-            text.append(
-                f"\n{name}: pairs file  chosen {format_ci(p['chosen'])}  rejected {format_ci(p['rejected'])}"
-            )
-    models = results["models"]
-    text.append(
-        f"\nmodel: {models['model']['name']}"
-        + (f"   baseline: {models['baseline']['name']}" if models["baseline"] else "")
-        + (f"   pmi reference: {models['reference']['name']}" if models.get("reference") else "")
-    )
-    return "\n".join(text)
-
-
-def print_results(results_path: Path) -> None:
-    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
-    print(results_table(results))
-    print(f"\nresults: {results_path}")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
