@@ -48,7 +48,6 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def summary_table(run_dir: Path) -> str:
     """The before/after table: base model (preferences in its prompt) vs MIPO, with the paired difference."""
     from mipo.results_format import comparison_table, load_evaluations

@@ -99,4 +99,3 @@ def histogram(values: Sequence[float], *, bins: int = 20) -> dict[str, list[floa
     array = _as_array(values, "histogram")
     counts, edges = np.histogram(array, bins=bins)
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
-
