@@ -137,6 +137,8 @@ def check_override_keys(overrides: list[str]) -> None:
             known, key = section_settings(keys[0]), keys[1]
         elif keys[0] == "eval" and len(keys) > 2:
             known, key = section_settings("eval"), keys[2]
+        elif keys[0] in top_level and keys[0] != "eval" and len(keys) > 1:
+            raise ConfigError(f"override '{item}': '{keys[0]}' is one value, not a mapping of settings")
         if key.replace("-", "_") not in known:
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
