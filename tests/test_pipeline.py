@@ -316,3 +316,19 @@ def test_another_mipo_version_reruns_a_finished_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(mipo, "__version__", "9.9.9")
     again = Stage("s", tmp_path / "s", {"a": 1}, [], work)
     assert stage_plan(again) == ("rerun", f"changed: mipo version: {before} -> 9.9.9")
+
+
+def test_an_edited_items_file_reruns_its_evaluation(tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "1", "prompt": "2+2?", "answer": "4"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"prompts: {{task: prefs}}\neval: [{{task: 'file:{items}', name: mine}}]\n")
+
+    def eval_key():
+        stages = build_stages(load_run_config(cfg, [f"run_dir={tmp_path / 'run'}"]))
+        return next(s for s in stages if s.name == "eval:mine").key
+
+    before = eval_key()
+    assert eval_key() == before
+    items.write_text('{"id": "1", "prompt": "2+3?", "answer": "5"}\n')
+    assert eval_key() != before

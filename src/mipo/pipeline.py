@@ -20,12 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mipo.config import load_yaml, option, require
 from mipo.errors import ConfigError
 from mipo.files import atomic_write_json
 from mipo.fingerprint import changes, digest, file_sha256, fingerprint, input_identity, weights_identity
+
+if TYPE_CHECKING:
+    from mipo.evaluation import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +127,11 @@ def section_settings(section: str) -> set[str]:
         "report": (ReportConfig, set()),
     }
     cls, extra = classes[section]
-    return {f.name for f in dataclasses.fields(cls)} | extra
+    names = set(extra)
+    for f in dataclasses.fields(cls):
+        # a field's short aliases (``aliases=("--epochs",)``) are keys too
+        names |= {f.name, *(a.lstrip("-").replace("-", "_") for a in f.metadata.get("aliases", ()))}
+    return names
 
 
 def check_override_keys(overrides: list[str]) -> None:
@@ -366,13 +373,21 @@ def _eval_stage(config: RunConfig, run_dir: Path, index: int, model_dir: Path, u
             EvalConfig, {**settings, **paths, "overwrite": True, "resume": resume}, source=f"eval[{index}]"
         )
 
-    eval_config(False)  # refuse a bad setting before any stage runs
-
     def run_eval(folder: Path, resume: bool) -> None:
         evaluate(eval_config(resume))
 
-    inputs = _model_inputs(baseline=settings.get("baseline"))
-    return Stage(f"eval:{name}", folder, settings, [upstream.key], run_eval, inputs)
+    return Stage(f"eval:{name}", folder, settings, [upstream.key], run_eval, _eval_inputs(eval_config(False)))
+
+
+def _eval_inputs(config: EvalConfig) -> dict[str, Any]:
+    """What an evaluation reads besides the trained model: other models, item files, a prompts file."""
+    inputs = _model_inputs(baseline=config.baseline, reference=config.reference)
+    for task in config.task_names:
+        if task.startswith("file:"):
+            inputs[task] = input_identity(task.removeprefix("file:"))
+    if config.prompts:
+        inputs["prompts"] = input_identity(config.prompts)
+    return inputs
 
 
 def _report_stage(config: RunConfig, run_dir: Path, upstream: list[Stage]) -> Stage:
