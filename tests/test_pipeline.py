@@ -332,3 +332,19 @@ def test_an_edited_items_file_reruns_its_evaluation(tmp_path):
     assert eval_key() == before
     items.write_text('{"id": "1", "prompt": "2+3?", "answer": "5"}\n')
     assert eval_key() != before
+
+
+def test_a_run_dir_that_cannot_be_made_is_one_line_and_a_bad_setting_writes_nothing(cli, tmp_path):
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    code, _, err = cli("run", demo, f"run_dir={blocker / 'run'}")
+    assert code == 2 and err.strip().splitlines() == [
+        f"mipo run: error: run_dir {blocker / 'run'}: cannot write there (Not a directory)"
+    ]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_config.json").write_text("the previous run's")
+    code, _, err = cli("run", demo, f"run_dir={run_dir}", "pairs.strategy=bogus")
+    assert code == 2 and "strategy" in err
+    assert (run_dir / "run_config.json").read_text() == "the previous run's"

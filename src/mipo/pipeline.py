@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mipo.config import load_yaml, option, require
-from mipo.errors import ConfigError
+from mipo.errors import ConfigError, MipoError
 from mipo.files import atomic_write_json
 from mipo.fingerprint import changes, digest, file_sha256, fingerprint, input_identity, weights_identity
 
@@ -417,12 +417,15 @@ def build_stages(config: RunConfig) -> list[Stage]:
 
 def run_pipeline(config: RunConfig) -> Path:
     """Run every stage of ``config`` in order (skipping finished ones); return the report's path."""
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     from mipo.config import to_dict
 
-    atomic_write_json(run_dir / "run_config.json", to_dict(config))
-    stages = build_stages(config)
+    run_dir = Path(config.run_dir)
+    stages = build_stages(config)  # every setting checked before anything is written
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "run_config.json", to_dict(config))
+    except OSError as e:
+        raise MipoError(f"run_dir {run_dir}: cannot write there ({e.strerror or e})") from None
     for i, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s", i, len(stages), stage.name)
         outcome = run_stage(stage, run_dir if config.reuse_stages else None)
