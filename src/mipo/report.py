@@ -1,7 +1,9 @@
 """The report stage: ``report.md`` and a self-contained ``report.html`` (plots embedded) from a run folder.
 
-The report is built as a list of blocks (headings, paragraphs, tables, figures), rendered twice:
-once as Markdown with the figures beside it as PNG files, once as one HTML file with the PNGs inlined.
+The run folder is read once (``RunFolder``); each section of the report (``SECTIONS``: headline, results,
+preference types, the PMI objective, training, examples, what was run) is a function of it that returns
+blocks (headings, paragraphs, tables, figures). The blocks are rendered twice: once as Markdown with the
+figures beside it as PNG files, once as one HTML file with the PNGs inlined.
 """
 
 from __future__ import annotations
