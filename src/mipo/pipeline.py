@@ -275,9 +275,9 @@ def run_stage(stage: Stage, run_dir: Path | None = None) -> str:
     return "resumed" if resume else "ran"
 
 
-def _model_inputs(**models: str) -> dict[str, Any]:
-    """The weights' identities of the models a stage loads (a folder's files change its key)."""
-    return {role: weights_identity(name) for role, name in models.items() if name}
+def _model_inputs(config: Any) -> dict[str, Any]:
+    """The identity of the weights a pairs or train stage loads (a model folder's files are in its key)."""
+    return {"model": weights_identity(config.model)}
 
 
 def _prompts_stage(config: RunConfig, run_dir: Path) -> tuple[Stage, Path]:
@@ -313,75 +313,104 @@ def _prompts_stage(config: RunConfig, run_dir: Path) -> tuple[Stage, Path]:
     return Stage("prompts", run_dir / "prompts", settings, [], run_export), prompts_path
 
 
-def _pairs_stage(config: RunConfig, run_dir: Path, prompts_path: Path, upstream: Stage) -> tuple[Stage, Path]:
+def _command_stage(
+    name: str,
+    folder: Path,
+    upstream: Stage,
+    command: Callable[[Any], Any],
+    config_class: type,
+    settings: dict,
+    flags: Callable[[bool], dict],
+    inputs: Callable[[Any], dict],
+    source: str,
+) -> Stage:
+    """A stage that runs one mipo command (pairs, train, eval): its config is ``settings`` plus the run's
+    paths and resume flags (``flags(resume)``); a bad setting is refused when the stage is built, before
+    any stage runs."""
     from mipo.config import from_dict
+
+    def command_config(resume: bool) -> Any:
+        return from_dict(config_class, {**settings, **flags(resume)}, source=source)
+
+    def run(folder: Path, resume: bool) -> None:
+        command(command_config(resume))
+
+    return Stage(name, folder, settings, [upstream.key], run, inputs(command_config(False)))
+
+
+def _pairs_stage(config: RunConfig, run_dir: Path, prompts_path: Path, upstream: Stage) -> tuple[Stage, Path]:
     from mipo.pairs import PairsConfig, build_pairs
 
     pairs_path = run_dir / "pairs" / "pairs.jsonl"
+
+    def flags(resume: bool) -> dict:
+        return {
+            "prompts": str(prompts_path),
+            "out": str(pairs_path),
+            "resume": resume,
+            "overwrite": not resume,
+        }
+
     settings = {"model": config.model, "seed": config.seed, **config.pairs}
-
-    def pairs_config(resume: bool) -> PairsConfig:
-        paths = {"prompts": str(prompts_path), "out": str(pairs_path)}
-        return from_dict(
-            PairsConfig, {**settings, **paths, "resume": resume, "overwrite": not resume}, source="pairs"
-        )
-
-    pairs_config(False)  # refuse a bad setting before any stage runs
-
-    def run_pairs(folder: Path, resume: bool) -> None:
-        build_pairs(pairs_config(resume))
-
-    inputs = _model_inputs(model=settings["model"])
-    return Stage("pairs", pairs_path.parent, settings, [upstream.key], run_pairs, inputs), pairs_path
+    stage = _command_stage(
+        "pairs",
+        pairs_path.parent,
+        upstream,
+        build_pairs,
+        PairsConfig,
+        settings,
+        flags,
+        _model_inputs,
+        "pairs",
+    )
+    return stage, pairs_path
 
 
 def _train_stage(config: RunConfig, run_dir: Path, pairs_path: Path, upstream: Stage) -> tuple[Stage, Path]:
-    from mipo.config import from_dict
     from mipo.training import TrainConfig, train
 
     model_dir = run_dir / "train" / "model"
+
+    def flags(resume: bool) -> dict:
+        resume = resume and model_dir.exists()  # killed before the first checkpoint: start again
+        return {"pairs": str(pairs_path), "out": str(model_dir), "resume": resume, "overwrite": not resume}
+
     settings = {"model": config.model, "seed": config.seed, **config.train}
-
-    def train_config(resume: bool) -> TrainConfig:
-        paths = {"pairs": str(pairs_path), "out": str(model_dir)}
-        return from_dict(
-            TrainConfig, {**settings, **paths, "resume": resume, "overwrite": not resume}, source="train"
-        )
-
-    train_config(False)  # refuse a bad setting before any stage runs
-
-    def run_train(folder: Path, resume: bool) -> None:
-        train(train_config(resume and model_dir.exists()))
-
-    inputs = _model_inputs(model=settings["model"])
-    return Stage("train", model_dir.parent, settings, [upstream.key], run_train, inputs), model_dir
+    stage = _command_stage(
+        "train", model_dir.parent, upstream, train, TrainConfig, settings, flags, _model_inputs, "train"
+    )
+    return stage, model_dir
 
 
 def _eval_stage(config: RunConfig, run_dir: Path, index: int, model_dir: Path, upstream: Stage) -> Stage:
     """One entry of ``eval``: the trained model against its baseline (the base model unless named)."""
-    from mipo.config import from_dict
     from mipo.evaluation import EvalConfig, evaluate
 
     entry = config.eval[index]
     name = str(entry.get("name") or entry["task"]).replace(":", "-").replace("/", "-")
-    settings = {"baseline": config.model, **{k: v for k, v in entry.items() if k != "name"}}
     folder = run_dir / "eval" / name
 
-    def eval_config(resume: bool) -> EvalConfig:
-        paths = {"model": str(model_dir), "out": str(folder)}
-        return from_dict(
-            EvalConfig, {**settings, **paths, "overwrite": True, "resume": resume}, source=f"eval[{index}]"
-        )
+    def flags(resume: bool) -> dict:
+        return {"model": str(model_dir), "out": str(folder), "overwrite": True, "resume": resume}
 
-    def run_eval(folder: Path, resume: bool) -> None:
-        evaluate(eval_config(resume))
-
-    return Stage(f"eval:{name}", folder, settings, [upstream.key], run_eval, _eval_inputs(eval_config(False)))
+    settings = {"baseline": config.model, **{k: v for k, v in entry.items() if k != "name"}}
+    return _command_stage(
+        f"eval:{name}",
+        folder,
+        upstream,
+        evaluate,
+        EvalConfig,
+        settings,
+        flags,
+        _eval_inputs,
+        f"eval[{index}]",
+    )
 
 
 def _eval_inputs(config: EvalConfig) -> dict[str, Any]:
     """What an evaluation reads besides the trained model: other models, item files, a prompts file."""
-    inputs = _model_inputs(baseline=config.baseline, reference=config.reference)
+    models = {"baseline": config.baseline, "reference": config.reference}
+    inputs = {role: weights_identity(name) for role, name in models.items() if name}
     for task in config.task_names:
         if task.startswith("file:"):
             inputs[task] = input_identity(task.removeprefix("file:"))
