@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mipo.results_format import format_ci, format_p
 from mipo.stats import mean_ci, paired_difference
 
 RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
@@ -81,17 +82,17 @@ def load_runs(runs_dir: Path) -> dict[str, dict[int, Path]]:
 
 
 def fmt(summary: dict | None, digits: int = 3) -> str:
-    if not summary:
-        return "-"
-    low, high = summary["ci"]
-    return f"{summary['mean']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    """A difference: signed, ``-`` when there is none."""
+    return format_ci(summary, digits, signed=True, missing="-")
 
 
 def fmt_plain(summary: dict | None, digits: int = 3) -> str:
-    if not summary:
-        return "-"
-    low, high = summary["ci"]
-    return f"{summary['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return format_ci(summary, digits, missing="-")
+
+
+def fmt_p(p: float) -> str:
+    # docs/results.md prints p to 3 decimals (0.000 where the resampled p is below 0.0005)
+    return format_p(p, floor=None)
 
 
 def pooled(runs: dict[int, Path], task: str, eval_name: str | None = None) -> dict | None:
@@ -171,7 +172,7 @@ def prefs_table(groups: dict[str, dict[int, Path]]) -> list[str]:
         lines.append(
             f"| {label} | {','.join(map(str, entry['seeds']))} | {fmt_plain(entry['model'])} | "
             f"{' / '.join(f'{v:.3f}' for v in entry['per_seed_model'])} | {fmt(entry['difference'])} | "
-            f"{entry['difference']['p_value']:.3f} | "
+            f"{fmt_p(entry['difference']['p_value'])} | "
             f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} | {entry['words']:.1f} |"
         )
     return lines
@@ -266,7 +267,7 @@ def math_table(groups: dict[str, dict[int, Path]]) -> list[str]:
                 f"| GSM8K, {group.removeprefix('gsm8k-')} | {task} | {entry['n']} | "
                 f"{','.join(map(str, entry['seeds']))} | {fmt_plain(entry['baseline'])} | "
                 f"{fmt_plain(entry['model'])} | {' / '.join(f'{v:.3f}' for v in entry['per_seed_model'])} | "
-                f"{fmt(entry['difference'])} | {entry['difference']['p_value']:.3f} | "
+                f"{fmt(entry['difference'])} | {fmt_p(entry['difference']['p_value'])} | "
                 f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} |"
             )
     return lines
@@ -298,7 +299,7 @@ def sweep_table(groups: dict[str, dict[int, Path]]) -> list[str]:
         short, repeating = degenerate_replies(eval_dir, "prefs", "model")
         lines.append(
             f"| {folder.name} | {train.get('learning_rate')} | {train.get('beta') or 0.1} | "
-            f"{train.get('epochs')} | {_loss(folder)} | {fmt(diff)} | {diff['p_value']:.3f} | "
+            f"{train.get('epochs')} | {_loss(folder)} | {fmt(diff)} | {fmt_p(diff['p_value'])} | "
             f"{fmt(pmi_diff, 1)} | {reply_words(eval_dir, 'prefs', 'model'):.1f} | {short} / {repeating} | "
             f"{_train_seconds(folder) / 60:.1f} |"
         )

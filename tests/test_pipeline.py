@@ -217,3 +217,134 @@ def test_demo_pipeline_on_tiny_model_writes_every_artifact(tiny_model_dir, tmp_p
 
     pixels = matplotlib.image.imread(shot)
     assert pixels.std() > 0.05  # text, tables and figures: not a blank page
+
+
+def test_an_unknown_key_from_an_override_names_the_override_not_the_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("prompts: {task: prefs}\neval: [{task: prefs}]\n")
+    run_dir = f"run_dir={tmp_path / 'run'}"
+    for override, message in [
+        ("pairs.bogus=1", "override 'pairs.bogus=1': unknown key 'bogus'"),
+        ("bogus=1", "override 'bogus=1': unknown key 'bogus'"),
+        ("eval.0.limt=3", r"override 'eval.0.limt=3': unknown key 'limt' \(did you mean limit"),
+        ("report.exampels=2", "override 'report.exampels=2': unknown key 'exampels'"),
+        ("model.name=x", "override 'model.name=x': 'model' is one value, not a mapping"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            build_stages(load_run_config(cfg, [run_dir, override]))
+    # the same key in the file is the file's
+    cfg.write_text("prompts: {task: prefs}\nbogus: 1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'bogus'"):
+        load_run_config(cfg, [run_dir])
+    cfg.write_text("prompts: {task: prefs}\nreport: {exampels: 2}\n")
+    with pytest.raises(ConfigError, match=r"report: unknown key 'exampels'"):
+        build_stages(load_run_config(cfg, [run_dir]))
+
+
+def test_report_examples_in_the_run_config_reach_the_report(tmp_path):
+    from test_report import write_run_folder
+
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+    run_dir = tmp_path / "run"
+    write_run_folder(run_dir, items=6)
+    report = build_stages(load_run_config(demo, [f"run_dir={run_dir}", "report.examples=1"]))[-1]
+    report.run(report.folder, False)
+    text = (run_dir / "report" / "report.md").read_text()
+    assert [line for line in text.splitlines() if line.startswith("| [user] question")] == [
+        "| [user] question 1 | baseline reply 1<br><br>(score 0.00) | model reply 1<br><br>(score 1.00) |"
+    ]
+    assert text.startswith("# mipo demo: SmolLM2-135M-Instruct")
+    # the title is the report's setting too: another title rebuilds the report
+    retitled = build_stages(load_run_config(demo, [f"run_dir={run_dir}", "report.examples=1", "title=x"]))[-1]
+    assert retitled.key != report.key
+
+
+def test_an_interrupted_stage_rerun_with_other_settings_starts_from_nothing(tmp_path):
+    def interrupted(folder, resume):
+        (folder / "rows.jsonl").write_text("a1\na2\n")
+        raise KeyboardInterrupt
+
+    first = Stage("pairs", tmp_path / "pairs", {"model": "a"}, [], interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(first)
+    seen = []
+
+    def work(folder, resume):
+        seen.append((resume, sorted(p.name for p in folder.iterdir())))
+        with (folder / "rows.jsonl").open("a") as f:
+            f.write("b1\n")
+
+    second = Stage("pairs", tmp_path / "pairs", {"model": "b"}, [], work)
+    assert stage_plan(second) == ("rerun", "changed: model: a -> b")
+    assert run_stage(second) == "ran"
+    assert seen == [(False, ["stage.json"])]  # nothing of the first run was left to resume from
+    assert (tmp_path / "pairs" / "rows.jsonl").read_text() == "b1\n"
+
+
+def test_new_weights_in_the_model_folder_change_the_key_instead_of_resuming(tmp_path):
+    # The same folder name with other weights must not resume (and mix rows with) the old weights' run.
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"old weights")
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+
+    def pairs_stage():
+        return build_stages(load_run_config(demo, [f"run_dir={tmp_path / 'run'}", f"model={model}"]))[1]
+
+    old = pairs_stage()
+
+    def interrupted(folder, resume):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(Stage(old.name, old.folder, old.settings, old.upstream, interrupted, old.inputs))
+    assert stage_plan(pairs_stage()) == ("resume", "interrupted")
+    (model / "model.safetensors").write_bytes(b"new weights, retrained")
+    action, reason = stage_plan(pairs_stage())
+    assert action == "rerun" and reason.startswith("changed: inputs.model.files:")
+
+
+def test_another_mipo_version_reruns_a_finished_stage(tmp_path, monkeypatch):
+    import mipo
+
+    def work(folder, resume):
+        (folder / "out.txt").write_text("done")
+
+    assert run_stage(Stage("s", tmp_path / "s", {"a": 1}, [], work)) == "ran"
+    before = mipo.__version__
+    monkeypatch.setattr(mipo, "__version__", "9.9.9")
+    again = Stage("s", tmp_path / "s", {"a": 1}, [], work)
+    assert stage_plan(again) == ("rerun", f"changed: mipo version: {before} -> 9.9.9")
+
+
+def test_an_edited_items_file_reruns_its_evaluation(tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "1", "prompt": "2+2?", "answer": "4"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"prompts: {{task: prefs}}\neval: [{{task: 'file:{items}', name: mine}}]\n")
+
+    def eval_key():
+        stages = build_stages(load_run_config(cfg, [f"run_dir={tmp_path / 'run'}"]))
+        return next(s for s in stages if s.name == "eval:mine").key
+
+    before = eval_key()
+    assert eval_key() == before
+    items.write_text('{"id": "1", "prompt": "2+3?", "answer": "5"}\n')
+    assert eval_key() != before
+
+
+def test_a_run_dir_that_cannot_be_made_is_one_line_and_a_bad_setting_writes_nothing(cli, tmp_path):
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    code, _, err = cli("run", demo, f"run_dir={blocker / 'run'}")
+    assert code == 2 and err.strip().splitlines() == [
+        f"mipo run: error: run_dir {blocker / 'run'}: cannot write there (Not a directory)"
+    ]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_config.json").write_text("the previous run's")
+    code, _, err = cli("run", demo, f"run_dir={run_dir}", "pairs.strategy=bogus")
+    assert code == 2 and "strategy" in err
+    assert (run_dir / "run_config.json").read_text() == "the previous run's"

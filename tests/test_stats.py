@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
+from mipo.results_format import format_ci
 from mipo.stats import (
     bootstrap_means,
-    format_ci,
     histogram,
     mean_ci,
     paired_difference,

@@ -7,7 +7,6 @@ It runs the packaged ``configs/demo.yaml`` (personalization with ``incomplete`` 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -51,18 +50,6 @@ def main(args: argparse.Namespace) -> int:
 
 def summary_table(run_dir: Path) -> str:
     """The before/after table: base model (preferences in its prompt) vs MIPO, with the paired difference."""
-    from mipo.report import _fmt_ci, _fmt_p
+    from mipo.results_format import comparison_table, load_evaluations
 
-    lines = [
-        f"{'task':<8} {'n':>4}  {'base [95% CI]':<24} {'MIPO [95% CI]':<24} {'MIPO - base [95% CI]':<26} p"
-    ]
-    for results_path in sorted((run_dir / "eval").glob("*/results.json")):
-        results = json.loads(results_path.read_text())
-        for task, entry in results["tasks"].items():
-            diff = entry.get("difference")
-            lines.append(
-                f"{task:<8} {entry['n']:>4}  {_fmt_ci(entry.get('baseline')):<24} "
-                f"{_fmt_ci(entry.get('model')):<24} {_fmt_ci(diff):<26} "
-                f"{_fmt_p(diff.get('p_value') if diff else None)}"
-            )
-    return "\n".join(lines)
+    return comparison_table([results for _, results in load_evaluations(run_dir).values()])

@@ -140,12 +140,6 @@ class EvalConfig(ScoringSettings):
         choices=("generate", "loglik"),
     )
 
-    # moved: mipo.tasks.export.PromptExportConfig. Kept, hidden from the flags, only until pipeline.py's prompts
-    # stage calls export_prompts (the lead deletes these three fields and ``export_train_records`` at the merge).
-    export_train: str | None = option(None, "moved to mipo.tasks.export", cli=False)
-    profiles_per_question: int = option(1, "moved to mipo.tasks.export", cli=False)
-    export_seed: int = option(0, "moved to mipo.tasks.export", cli=False)
-
     def problems(self) -> list[str]:
         problems = super().problems()
         if not self.task_names:
@@ -167,18 +161,6 @@ class Job:
     compared: dict[str, str | None]  # task -> the model in the "baseline" role, if any
     partial: Path  # OUT/partial: generated batches, kept until results.json exists
     cache_paths: dict[str, Path] = field(default_factory=dict)  # task -> cached baseline rows
-
-
-def export_train_records(config: EvalConfig) -> Path:
-    """moved: ``mipo.tasks.export.export_prompts`` (pipeline.py calls this name until the merge)."""
-    from mipo.tasks.export import PromptExportConfig, export_prompts
-
-    fields = ("task", "limit", "profiles_per_question", "export_seed", "train_split", "preference_types")
-    values = {name: getattr(config, name) for name in fields}
-    return export_prompts(PromptExportConfig(out=config.export_train, **values))
-
-
-export_train = export_train_records  # moved: mipo.tasks.export.export_prompts
 
 
 # --- steps of evaluate, in order ----------------------------------------------------------------------
@@ -737,60 +719,6 @@ def _slug(task_name: str) -> str:
 # --- the command ------------------------------------------------------------------------------------
 
 
-def results_table(results: dict[str, Any]) -> str:
-    """A plain-text table: one line per task, the model's score, the baseline's, their difference."""
-    from mipo.stats import format_ci
-
-    header = ["task", "n", "model", "baseline", "difference", "p"]
-    lines = []
-    for name, entry in results["tasks"].items():
-        base = entry.get("baseline")
-        diff = entry.get("difference")
-        lines.append(
-            [
-                name,
-                str(entry["n"]),
-                format_ci(entry["model"]),
-                format_ci(base) if base else "-",
-                format_ci(diff) if diff else "-",
-                f"{diff['p_value']:.3g}" if diff else "-",
-            ]
-        )
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    text = [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in lines)]
-    for name, entry in results["tasks"].items():
-        if "per_preference" in entry["model"]:
-            text.append(f"\n{name}: preferences followed, by type (model / baseline)")
-            for ptype, v in entry["model"]["per_preference"].items():
-                b = (
-                    entry.get("baseline", {}).get("per_preference", {}).get(ptype)
-                    if entry.get("baseline")
-                    else None
-                )
-                text.append(
-                    f"  {ptype:<18} {v['mean']:.2f} (n={v['n']})" + (f"  /  {b['mean']:.2f}" if b else "")
-                )
-        if "pairs" in entry:
-            p = entry["pairs"]
-            text.append(
-                f"\n{name}: pairs file  chosen {format_ci(p['chosen'])}  rejected {format_ci(p['rejected'])}"
-            )
-    models = results["models"]
-    text.append(
-        f"\nmodel: {models['model']['name']}"
-        + (f"   baseline: {models['baseline']['name']}" if models["baseline"] else "")
-        + (f"   pmi reference: {models['reference']['name']}" if models.get("reference") else "")
-    )
-    return "\n".join(text)
-
-
-def print_results(results_path: Path) -> None:
-    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
-    print(results_table(results))
-    print(f"\nresults: {results_path}")
-
-
 EXPORT_FLAGS = ("profiles_per_question", "export_seed")  # --export-train's own settings
 
 
@@ -820,6 +748,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from mipo.config import resolve
+    from mipo.results_format import print_results
 
     if args.export_train:
         return run_export_train(args)

@@ -1,15 +1,18 @@
 """``mipo run config.yaml``: prompts -> pairs -> train -> eval -> report, in one run folder.
 
 Each stage writes its artifact and ``stage.json`` (its resolved settings and a key). The key hashes the
-stage's settings and the keys of the stages it reads, so rerunning the same command skips finished
-stages, resumes an interrupted one, and a changed setting reruns that stage and those after it only.
+stage's settings, the identity of what it reads (a prompts file's sha256, a model folder's weight files),
+the keys of the stages it reads and mipo's version, so rerunning the same command skips finished stages,
+resumes an interrupted one, and a changed setting reruns that stage and those after it only. A stage
+resumes only an output of its own key; any other is deleted before it runs again.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
+import dataclasses
+import difflib
 import json
 import logging
 import shutil
@@ -17,11 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mipo.config import load_yaml, option, require
-from mipo.errors import ConfigError
+from mipo.errors import ConfigError, MipoError
 from mipo.files import atomic_write_json
+from mipo.fingerprint import changes, digest, file_sha256, fingerprint, input_identity, weights_identity
+
+if TYPE_CHECKING:
+    from mipo.evaluation import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +66,37 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     """``train.learning_rate=1e-4`` or ``eval.0.limit=20``: set one key, YAML-typed."""
     values = copy.deepcopy(values)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not KEY=VALUE (e.g. train.learning_rate=1e-4)")
-        dotted, raw = item.split("=", 1)
-        keys, node = dotted.split("."), values
+        keys, raw = _split_override(item)
+        node = values
         for k in keys[:-1]:
-            if isinstance(node, list):
-                if not k.isdigit() or int(k) >= len(node):
-                    raise ConfigError(f"override '{item}': no list item {k}")
-                node = node[int(k)]
-            else:
-                node = node.setdefault(k, {})
+            node = _child(node, k, item)
         last = keys[-1]
         if isinstance(node, list):
-            node[int(last)] = _parse_value(raw)
+            node[_list_index(node, last, item)] = _parse_value(raw)
         else:
             node[last] = _parse_value(raw)
     return values
+
+
+def _split_override(item: str) -> tuple[list[str], str]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not KEY=VALUE (e.g. train.learning_rate=1e-4)")
+    dotted, raw = item.split("=", 1)
+    return dotted.split("."), raw
+
+
+def _list_index(node: list, key: str, item: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"override '{item}': no list item {key}")
+    return int(key)
+
+
+def _child(node: dict | list, key: str, item: str) -> dict | list:
+    """The mapping or list under ``key`` (a new mapping where there is none yet)."""
+    child = node[_list_index(node, key, item)] if isinstance(node, list) else node.setdefault(key, {})
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"override '{item}': '{key}' is {child!r}, not a mapping of settings")
+    return child
 
 
 def _parse_value(raw: str) -> Any:
@@ -91,28 +112,84 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
+def section_settings(section: str) -> set[str]:
+    """The keys a section of the run config accepts: the fields of the config it becomes."""
+    from mipo.evaluation import EvalConfig
+    from mipo.pairs import PairsConfig
+    from mipo.report import ReportConfig
+    from mipo.tasks.export import PromptExportConfig
+    from mipo.training import TrainConfig
+
+    classes = {
+        "prompts": (PromptExportConfig, {"file"}),  # a built-in task's export settings, or the user's file
+        "pairs": (PairsConfig, set()),
+        "train": (TrainConfig, set()),
+        "eval": (EvalConfig, {"name"}),  # name: the eval's folder under eval/ (default: the task)
+        "report": (ReportConfig, set()),
+    }
+    cls, extra = classes[section]
+    names = set(extra)
+    for f in dataclasses.fields(cls):
+        # a field's short aliases (``aliases=("--epochs",)``) are keys too
+        names |= {f.name, *(a.lstrip("-").replace("-", "_") for a in f.metadata.get("aliases", ()))}
+    return names
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse an override that sets an unknown key, naming the override (the YAML file is not to blame)."""
+    top_level = {f.name for f in dataclasses.fields(RunConfig)}
+    for item in overrides:
+        keys, _ = _split_override(item)
+        known, key = top_level, keys[0]
+        if keys[0] in ("prompts", "pairs", "train", "report") and len(keys) > 1:
+            known, key = section_settings(keys[0]), keys[1]
+        elif keys[0] == "eval" and len(keys) > 2:
+            known, key = section_settings("eval"), keys[2]
+        elif keys[0] in top_level and keys[0] != "eval" and len(keys) > 1:
+            raise ConfigError(f"override '{item}': '{keys[0]}' is one value, not a mapping of settings")
+        if key.replace("-", "_") not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"override '{item}': unknown key '{key}'{hint}")
+
+
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     from mipo.config import from_dict
 
+    check_override_keys(list(overrides))
     return from_dict(RunConfig, apply_overrides(load_yaml(path), list(overrides)), source=str(path))
-
-
-def stage_key(settings: Any, upstream: list[str]) -> str:
-    blob = json.dumps({"settings": settings, "upstream": upstream}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
 class Stage:
+    """One step of the run: its folder, the settings and inputs that decide its output, and the keys of the
+    stages it reads. ``key`` hashes them with mipo's version: a different key never resumes this folder."""
+
     name: str
     folder: Path
     settings: dict
     upstream: list[str]
     run: Callable[[Path, bool], Any]  # (folder, resume) -> None
+    inputs: dict = field(default_factory=dict)  # identities of files and model weights the stage reads
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = stage_key(self.settings, self.upstream)
+        self.key = digest(fingerprint(settings=self.settings, inputs=self.inputs, upstream=self.upstream))
+
+    def state(self, *, finished: bool, **extra: Any) -> dict[str, Any]:
+        """What ``stage.json`` records: enough to say later what changed."""
+        from mipo import __version__
+
+        return {
+            "stage": self.name,
+            "key": self.key,
+            "finished": finished,
+            **extra,
+            "settings": self.settings,
+            "inputs": self.inputs,
+            "upstream": self.upstream,
+            "mipo": __version__,
+        }
 
 
 def _read_state(folder: Path) -> dict | None:
@@ -135,16 +212,16 @@ def _finished_twin(stage: Stage, run_dir: Path) -> Path | None:
     return None
 
 
-def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every setting that differs (nested mappings by dotted key)."""
-    out = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key, "(unset)"), new.get(key, "(unset)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a} -> {b}")
-    return out
+def _what_changed(state: dict, stage: Stage) -> str:
+    from mipo import __version__
+
+    changed = changes(state.get("settings") or {}, stage.settings)
+    changed += changes(state.get("inputs") or {}, stage.inputs, "inputs.")
+    if state.get("upstream") != stage.upstream:
+        changed.append("an earlier stage's key changed")
+    if state.get("mipo") != __version__:
+        changed.append(f"mipo version: {state.get('mipo', '(unset)')} -> {__version__}")
+    return "; ".join(changed) or "stage key"
 
 
 def stage_plan(stage: Stage, run_dir: Path | None = None) -> tuple[str, str]:
@@ -160,207 +237,223 @@ def stage_plan(stage: Stage, run_dir: Path | None = None) -> tuple[str, str]:
     if same_key:
         return "resume", "interrupted"
     if state:
-        changed = _changes(state.get("settings") or {}, stage.settings)
-        if state.get("upstream") != stage.upstream:
-            changed.append("an earlier stage's key changed")
-        return "rerun", "changed: " + ("; ".join(changed) or "stage key (mipo version)")
+        return "rerun", "changed: " + _what_changed(state, stage)
     return "run", "not run yet"
+
+
+def _copy_twin(stage: Stage, twin: Path) -> None:
+    """Replace the stage's folder by a copy of ``twin``; a copy cut short is never taken for the stage."""
+    if stage.folder.exists():
+        shutil.rmtree(stage.folder)
+    partial = stage.folder.with_name(stage.folder.name + ".copying")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(twin, partial)
+    partial.rename(stage.folder)
 
 
 def run_stage(stage: Stage, run_dir: Path | None = None) -> str:
     """Skip, resume, copy (from a sibling run folder under ``run_dir``'s parent) or (re)run one stage;
-    returns what happened."""
+    returns what happened. A stage resumes only its own key's output: any other is deleted first."""
     state_file = stage.folder / "stage.json"
     action, reason = stage_plan(stage, run_dir)
     if action == "skip":
         log.info("%s: %s, skipped", stage.name, reason)
         return "skipped"
     if action == "copy":
-        twin = _finished_twin(stage, run_dir)
-        if stage.folder.exists():
-            shutil.rmtree(stage.folder)
-        partial = stage.folder.with_name(stage.folder.name + ".copying")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(twin, partial)
-        partial.rename(stage.folder)
+        _copy_twin(stage, _finished_twin(stage, run_dir))
         log.info("%s: %s, copied", stage.name, reason)
         return "copied"
     resume = action == "resume"
     if action == "rerun":
+        # another key's output, finished or not, never mixes with this one's
         log.info("%s: %s; rerunning it", stage.name, reason)
         shutil.rmtree(stage.folder)
     stage.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        state_file,
-        {
-            "stage": stage.name,
-            "key": stage.key,
-            "finished": False,
-            "settings": stage.settings,
-            "upstream": stage.upstream,
-        },
-    )
+    atomic_write_json(state_file, stage.state(finished=False))
     start = time.perf_counter()
     stage.run(stage.folder, resume)
-    atomic_write_json(
-        state_file,
-        {
-            "stage": stage.name,
-            "key": stage.key,
-            "finished": True,
-            "seconds": round(time.perf_counter() - start, 1),
-            "settings": stage.settings,
-            "upstream": stage.upstream,
-        },
-    )
+    atomic_write_json(state_file, stage.state(finished=True, seconds=round(time.perf_counter() - start, 1)))
     return "resumed" if resume else "ran"
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+def _model_inputs(config: Any) -> dict[str, Any]:
+    """The identity of the weights a pairs or train stage loads (a model folder's files are in its key)."""
+    return {"model": weights_identity(config.model)}
+
+
+def _prompts_stage(config: RunConfig, run_dir: Path) -> tuple[Stage, Path]:
+    """A built-in task's train prompts, or the user's file (its content is part of the key)."""
+    from mipo.config import from_dict
+
+    settings = dict(config.prompts)
+    if "file" in settings:
+        source = Path(settings["file"])
+        if not source.is_file():
+            raise ConfigError(f"prompts.file: {source} not found")
+        inputs = {"file": input_identity(source)}
+
+        def run_prompts(folder: Path, resume: bool) -> None:
+            atomic_write_json(
+                folder / "source.json", {"file": str(source.resolve()), "sha256": file_sha256(source)}
+            )
+
+        return Stage("prompts", run_dir / "prompts", settings, [], run_prompts, inputs), source
+
+    from mipo.tasks.export import PromptExportConfig, export_prompts
+
+    # the run's seed draws the train profiles unless prompts.export_seed fixes them: part of the key
+    settings.setdefault("export_seed", config.seed)
+    prompts_path = run_dir / "prompts" / "prompts.jsonl"
+    export_config = from_dict(PromptExportConfig, {**settings, "out": str(prompts_path)}, source="prompts")
+
+    def run_export(folder: Path, resume: bool) -> None:
+        export_prompts(export_config)
+
+    return Stage("prompts", run_dir / "prompts", settings, [], run_export), prompts_path
+
+
+def _command_stage(
+    name: str,
+    folder: Path,
+    upstream: Stage,
+    command: Callable[[Any], Any],
+    config_class: type,
+    settings: dict,
+    flags: Callable[[bool], dict],
+    inputs: Callable[[Any], dict],
+    source: str,
+) -> Stage:
+    """A stage that runs one mipo command (pairs, train, eval): its config is ``settings`` plus the run's
+    paths and resume flags (``flags(resume)``); a bad setting is refused when the stage is built, before
+    any stage runs."""
+    from mipo.config import from_dict
+
+    def command_config(resume: bool) -> Any:
+        return from_dict(config_class, {**settings, **flags(resume)}, source=source)
+
+    def run(folder: Path, resume: bool) -> None:
+        command(command_config(resume))
+
+    return Stage(name, folder, settings, [upstream.key], run, inputs(command_config(False)))
+
+
+def _pairs_stage(config: RunConfig, run_dir: Path, prompts_path: Path, upstream: Stage) -> tuple[Stage, Path]:
+    from mipo.pairs import PairsConfig, build_pairs
+
+    pairs_path = run_dir / "pairs" / "pairs.jsonl"
+
+    def flags(resume: bool) -> dict:
+        return {
+            "prompts": str(prompts_path),
+            "out": str(pairs_path),
+            "resume": resume,
+            "overwrite": not resume,
+        }
+
+    settings = {"model": config.model, "seed": config.seed, **config.pairs}
+    stage = _command_stage(
+        "pairs",
+        pairs_path.parent,
+        upstream,
+        build_pairs,
+        PairsConfig,
+        settings,
+        flags,
+        _model_inputs,
+        "pairs",
+    )
+    return stage, pairs_path
+
+
+def _train_stage(config: RunConfig, run_dir: Path, pairs_path: Path, upstream: Stage) -> tuple[Stage, Path]:
+    from mipo.training import TrainConfig, train
+
+    model_dir = run_dir / "train" / "model"
+
+    def flags(resume: bool) -> dict:
+        resume = resume and model_dir.exists()  # killed before the first checkpoint: start again
+        return {"pairs": str(pairs_path), "out": str(model_dir), "resume": resume, "overwrite": not resume}
+
+    settings = {"model": config.model, "seed": config.seed, **config.train}
+    stage = _command_stage(
+        "train", model_dir.parent, upstream, train, TrainConfig, settings, flags, _model_inputs, "train"
+    )
+    return stage, model_dir
+
+
+def _eval_stage(config: RunConfig, run_dir: Path, index: int, model_dir: Path, upstream: Stage) -> Stage:
+    """One entry of ``eval``: the trained model against its baseline (the base model unless named)."""
+    from mipo.evaluation import EvalConfig, evaluate
+
+    entry = config.eval[index]
+    name = str(entry.get("name") or entry["task"]).replace(":", "-").replace("/", "-")
+    folder = run_dir / "eval" / name
+
+    def flags(resume: bool) -> dict:
+        return {"model": str(model_dir), "out": str(folder), "overwrite": True, "resume": resume}
+
+    settings = {"baseline": config.model, **{k: v for k, v in entry.items() if k != "name"}}
+    return _command_stage(
+        f"eval:{name}",
+        folder,
+        upstream,
+        evaluate,
+        EvalConfig,
+        settings,
+        flags,
+        _eval_inputs,
+        f"eval[{index}]",
+    )
+
+
+def _eval_inputs(config: EvalConfig) -> dict[str, Any]:
+    """What an evaluation reads besides the trained model: other models, item files, a prompts file."""
+    models = {"baseline": config.baseline, "reference": config.reference}
+    inputs = {role: weights_identity(name) for role, name in models.items() if name}
+    for task in config.task_names:
+        if task.startswith("file:"):
+            inputs[task] = input_identity(task.removeprefix("file:"))
+    if config.prompts:
+        inputs["prompts"] = input_identity(config.prompts)
+    return inputs
+
+
+def _report_stage(config: RunConfig, run_dir: Path, upstream: list[Stage]) -> Stage:
+    """Reads everything; cheap, so it reruns whenever anything upstream (or its title) changed."""
+    from mipo.config import from_dict
+    from mipo.report import ReportConfig, build_report
+
+    report_config = from_dict(ReportConfig, dict(config.report), source="report")
+
+    def run_report(folder: Path, resume: bool) -> None:
+        build_report(run_dir, title=config.title, examples=report_config.examples)
+
+    settings = {"title": config.title, **config.report}
+    return Stage("report", run_dir / "report", settings, [s.key for s in upstream], run_report)
 
 
 def build_stages(config: RunConfig) -> list[Stage]:
     """The run as a chain of stages; each one's key covers its settings and everything upstream."""
-    from mipo.config import from_dict
-
     run_dir = Path(config.run_dir)
-    stages: list[Stage] = []
-
-    # prompts: a built-in task's train prompts, or the user's file (its content is part of the key)
-    prompts_settings = dict(config.prompts)
-    prompts_dir = run_dir / "prompts"
-    if "file" in prompts_settings:
-        source = Path(prompts_settings["file"])
-        if not source.is_file():
-            raise ConfigError(f"prompts.file: {source} not found")
-        prompts_settings["sha256"] = _file_digest(source)
-        prompts_path = source
-
-        def run_prompts(folder: Path, resume: bool) -> None:
-            atomic_write_json(
-                folder / "source.json", {"file": str(source.resolve()), "sha256": prompts_settings["sha256"]}
-            )
-    else:
-        from mipo.evaluation import EvalConfig
-
-        # the run's seed draws the train profiles unless prompts.export_seed fixes them: part of the key
-        prompts_settings.setdefault("export_seed", config.seed)
-        export = dict(prompts_settings)
-        prompts_path = prompts_dir / "prompts.jsonl"
-        export_config = from_dict(EvalConfig, {**export, "export_train": str(prompts_path)}, source="prompts")
-
-        def run_prompts(folder: Path, resume: bool) -> None:
-            from mipo.evaluation import export_train
-
-            export_train(export_config)
-
-    stages.append(Stage("prompts", prompts_dir, prompts_settings, [], run_prompts))
-
-    # pairs
-    from mipo.pairs import PairsConfig, build_pairs
-
-    pairs_path = run_dir / "pairs" / "pairs.jsonl"
-    pairs_settings = {"model": config.model, "seed": config.seed, **config.pairs}
-    from_dict(
-        PairsConfig, {**pairs_settings, "prompts": str(prompts_path), "out": str(pairs_path)}, source="pairs"
-    )
-
-    def run_pairs(folder: Path, resume: bool) -> None:
-        build_pairs(
-            from_dict(
-                PairsConfig,
-                {
-                    **pairs_settings,
-                    "prompts": str(prompts_path),
-                    "out": str(pairs_path),
-                    "resume": resume,
-                    "overwrite": not resume,
-                },
-                source="pairs",
-            )
-        )
-
-    stages.append(Stage("pairs", pairs_path.parent, pairs_settings, [stages[-1].key], run_pairs))
-
-    # train
-    from mipo.training import TrainConfig, train
-
-    model_dir = run_dir / "train" / "model"
-    train_settings = {"model": config.model, "seed": config.seed, **config.train}
-    from_dict(
-        TrainConfig, {**train_settings, "pairs": str(pairs_path), "out": str(model_dir)}, source="train"
-    )
-
-    def run_train(folder: Path, resume: bool) -> None:
-        resume = resume and model_dir.exists()
-        train(
-            from_dict(
-                TrainConfig,
-                {
-                    **train_settings,
-                    "pairs": str(pairs_path),
-                    "out": str(model_dir),
-                    "resume": resume,
-                    "overwrite": not resume,
-                },
-                source="train",
-            )
-        )
-
-    stages.append(Stage("train", model_dir.parent, train_settings, [stages[-1].key], run_train))
-
-    # eval: every entry compares the trained model with its baseline (the base model unless named)
-    from mipo.evaluation import EvalConfig, evaluate
-
-    train_key = stages[-1].key
-    for i, entry in enumerate(config.eval):
-        name = str(entry.get("name") or entry["task"]).replace(":", "-").replace("/", "-")
-        settings = {"baseline": config.model, **{k: v for k, v in entry.items() if k != "name"}}
-        folder = run_dir / "eval" / name
-        from_dict(EvalConfig, {**settings, "model": str(model_dir), "out": str(folder)}, source=f"eval[{i}]")
-
-        def run_eval(folder: Path, resume: bool, settings: dict = settings) -> None:
-            evaluate(
-                from_dict(
-                    EvalConfig,
-                    {
-                        **settings,
-                        "model": str(model_dir),
-                        "out": str(folder),
-                        "overwrite": True,
-                        "resume": resume,
-                    },
-                    source="eval",
-                )
-            )
-
-        stages.append(Stage(f"eval:{name}", folder, settings, [train_key], run_eval))
-
-    # report: reads everything; cheap, so it reruns whenever anything upstream changed
-    from mipo.report import build_report
-
-    def run_report(folder: Path, resume: bool) -> None:
-        build_report(run_dir, title=config.title)
-
-    stages.append(
-        Stage("report", run_dir / "report", dict(config.report), [s.key for s in stages], run_report)
-    )
-    return stages
+    prompts, prompts_path = _prompts_stage(config, run_dir)
+    pairs, pairs_path = _pairs_stage(config, run_dir, prompts_path, prompts)
+    trained, model_dir = _train_stage(config, run_dir, pairs_path, pairs)
+    evals = [_eval_stage(config, run_dir, i, model_dir, trained) for i in range(len(config.eval))]
+    stages = [prompts, pairs, trained, *evals]
+    return [*stages, _report_stage(config, run_dir, stages)]
 
 
 def run_pipeline(config: RunConfig) -> Path:
     """Run every stage of ``config`` in order (skipping finished ones); return the report's path."""
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     from mipo.config import to_dict
 
-    atomic_write_json(run_dir / "run_config.json", to_dict(config))
-    stages = build_stages(config)
+    run_dir = Path(config.run_dir)
+    stages = build_stages(config)  # every setting checked before anything is written
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "run_config.json", to_dict(config))
+    except OSError as e:
+        raise MipoError(f"run_dir {run_dir}: cannot write there ({e.strerror or e})") from None
     for i, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s", i, len(stages), stage.name)
         outcome = run_stage(stage, run_dir if config.reuse_stages else None)

@@ -42,7 +42,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from mipo.config import resolve
-    from mipo.evaluation import evaluate, print_results
+    from mipo.evaluation import evaluate
+    from mipo.results_format import print_results
 
     config = resolve(PmiConfig, args, yaml_path=args.config)
     print_results(evaluate(config.eval_config()))

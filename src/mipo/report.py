@@ -1,7 +1,9 @@
 """The report stage: ``report.md`` and a self-contained ``report.html`` (plots embedded) from a run folder.
 
-The report is built as a list of blocks (headings, paragraphs, tables, figures), rendered twice:
-once as Markdown with the figures beside it as PNG files, once as one HTML file with the PNGs inlined.
+The run folder is read once (``RunFolder``); each section of the report (``SECTIONS``: headline, results,
+preference types, the PMI objective, training, examples, what was run) is a function of it that returns
+blocks (headings, paragraphs, tables, figures). The blocks are rendered twice: once as Markdown with the
+figures beside it as PNG files, once as one HTML file with the PNGs inlined.
 """
 
 from __future__ import annotations
@@ -10,12 +12,25 @@ import base64
 import html
 import json
 import logging
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mipo import versions
+from mipo.config import option, require
 from mipo.files import atomic_write_text
+from mipo.results_format import (
+    DASH,
+    ci_label,
+    comparison_rows,
+    confidence_of,
+    format_number,
+    format_p,
+    load_evaluations,
+    shared_ci_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +116,6 @@ def _cell(text: str) -> str:
 
 def _inline(text: str) -> str:
     """`code` spans and **bold**, the two Markdown marks the report's prose uses."""
-    import re
-
     escaped = html.escape(text)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
     return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
@@ -125,29 +138,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def plot_training(metrics: list[dict[str, Any]], path: Path) -> Path | None:
-    """Loss and reward margins against step (rows of ``metrics.jsonl``)."""
-    rows = [m for m in metrics if "loss" in m and "step" in m]
-    if not rows:
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    steps = [m["step"] for m in rows]
-    axes[0].plot(steps, [m["loss"] for m in rows], marker="o", ms=3)
-    axes[0].set(title="training loss", xlabel="step")
-    margins = [m.get("rewards/margins") for m in rows]
-    if any(v is not None for v in margins):
-        axes[1].plot(
-            steps, [v if v is not None else float("nan") for v in margins], marker="o", ms=3, color="C2"
-        )
-        axes[1].axhline(0, color="#999", lw=0.8)
-    axes[1].set(title="reward margin (chosen − rejected)", xlabel="step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_distributions(series: dict[str, list[float]], path: Path, *, title: str, xlabel: str) -> Path | None:
@@ -209,273 +199,255 @@ def plot_grouped_bars(
     return path
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+@dataclass
+class ReportConfig:
+    """The ``report:`` mapping of a ``mipo run`` config."""
+
+    examples: int = option(5, "how many prompts to show with both models' replies side by side")
+
+    def __post_init__(self) -> None:
+        require([] if self.examples >= 0 else [f"examples must be 0 or more, got {self.examples}"])
 
 
-def _fmt_ci(summary: dict[str, Any] | None, digits: int = 3) -> str:
-    if not summary:
-        return "–"
-    ci = summary.get("ci")
-    text = _fmt(summary.get("mean"), digits)
-    return f"{text} [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]" if ci else text
+OBJECTIVE_NAMES = {"dpo": "DPO", "sft": "SFT on the chosen responses"}
 
 
-def _fmt_p(p: float | None) -> str:
-    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+@dataclass
+class RunFolder:
+    """What the report reads from a ``mipo run`` folder; each section of the report reads from this."""
+
+    path: Path
+    figures: Path  # the report's folder: figures are written beside report.md
+    config: dict[str, Any]  # run_config.json
+    stages: dict[str, Any]  # stage name -> its stage.json
+    evaluations: dict[str, tuple[Path, dict[str, Any]]]  # eval name -> (folder, results.json)
+    train_config: dict[str, Any]  # the resolved TrainConfig that training recorded in train_config.json
+    train_summary: dict[str, Any]
+    metrics: list[dict[str, Any]]  # metrics.jsonl: one row per logging step
+    pairs_written: int
+    examples: int  # how many side-by-side examples to show
+
+    @property
+    def objective(self) -> str:
+        """The training objective's name as the report writes it (``DPO``, ``SFT on the chosen responses``)."""
+        name = (
+            self.train_config.get("objective") or (self.config.get("train") or {}).get("objective") or "dpo"
+        )
+        return OBJECTIVE_NAMES.get(name, name)
+
+    def figure_path(self, name: str) -> Path:
+        """Where a section writes a figure (beside report.md)."""
+        self.figures.mkdir(parents=True, exist_ok=True)
+        return self.figures / name
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return [results for _, results in self.evaluations.values()]
 
 
-def load_evaluations(run_dir: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """``{eval name: (folder, results.json)}`` for every finished evaluation of the run."""
-    out = {}
-    for results in sorted((run_dir / "eval").glob("*/results.json")):
-        out[results.parent.name] = (results.parent, json.loads(results.read_text(encoding="utf-8")))
-    return out
-
-
-def results_rows(evaluations: dict[str, tuple[Path, dict[str, Any]]]) -> list[list[str]]:
-    """One row per task: baseline and MIPO scores with CIs, the paired difference with its CI and p-value."""
-    rows = []
-    for _, results in evaluations.values():
-        for task, entry in results.get("tasks", {}).items():
-            diff = entry.get("difference")
-            rows.append(
-                [
-                    task,
-                    entry.get("metric", ""),
-                    str(entry.get("n", "")),
-                    _fmt_ci(entry.get("baseline")),
-                    _fmt_ci(entry.get("model")),
-                    _fmt_ci(diff),
-                    _fmt_p(diff.get("p_value") if diff else None),
-                ]
-            )
-    return rows
-
-
-def build_report(run_dir: str | Path, *, title: str = "", examples: int = 5) -> Path:
-    """Write ``RUN/report/report.md``, its figures and ``RUN/report/report.html``; return the Markdown path."""
+def read_run_folder(run_dir: str | Path, *, examples: int = 5) -> RunFolder:
     run_dir = Path(run_dir)
-    folder = run_dir / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    config = read_json(run_dir / "run_config.json") or {}
-    stages = {p.parent.name: read_json(p) for p in run_dir.glob("*/stage.json")}
-    evaluations = load_evaluations(run_dir)
     model_dir = run_dir / "train" / "model"
-    train_config = read_json(model_dir / "train_config.json") or {}
-    train_summary = read_json(model_dir / "train_summary.json") or {}
     pairs_path = run_dir / "pairs" / "pairs.jsonl"
-    pairs = read_rows(pairs_path)
-    title = title or f"MIPO run: {run_dir.name}"
-    strategy = (config.get("pairs") or {}).get("strategy", "random")
-    blocks: list[Block] = [Block("h1", title)]
+    return RunFolder(
+        path=run_dir,
+        figures=run_dir / "report",
+        config=read_json(run_dir / "run_config.json") or {},
+        stages={p.parent.name: read_json(p) for p in run_dir.glob("*/stage.json")},
+        evaluations=load_evaluations(run_dir),
+        # training records {"train_config": the resolved TrainConfig, "<objective>_config": TRL's, ...}
+        train_config=(read_json(model_dir / "train_config.json") or {}).get("train_config") or {},
+        train_summary=read_json(model_dir / "train_summary.json") or {},
+        metrics=read_rows(model_dir / "metrics.jsonl"),
+        pairs_written=len(read_rows(pairs_path)),
+        examples=examples,
+    )
 
-    # --- headline
-    rows = results_rows(evaluations)
-    headline = []
-    for _, results in evaluations.values():
+
+def _task_entries(run: RunFolder) -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
+    """``(eval name, results.json, task name, task entry)`` for every task of every evaluation."""
+    for name, (_, results) in run.evaluations.items():
         for task, entry in results.get("tasks", {}).items():
-            diff = entry.get("difference")
-            if diff and entry.get("baseline") and entry.get("model"):
-                ci = diff.get("ci") or [None, None]
-                verdict = (
-                    "the interval excludes zero"
-                    if ci[0] is not None and (ci[0] > 0 or ci[1] < 0)
-                    else "the interval includes zero: no measured difference"
-                )
-                headline.append(
-                    f"**{task}**: base {_fmt(entry['baseline']['mean'])} → MIPO "
-                    f"{_fmt(entry['model']['mean'])}, difference {_fmt(diff['mean'], 3)} "
-                    f"(95% CI [{_fmt(ci[0])}, {_fmt(ci[1])}], p {_fmt_p(diff.get('p_value'))}, "
-                    f"n = {entry.get('n')}); {verdict}."
-                )
-    blocks.append(
+            yield name, results, task, entry
+
+
+def headline_blocks(run: RunFolder) -> list[Block]:
+    """What was trained, then one sentence per task: base -> MIPO, the difference and whether it is measured."""
+    strategy = (run.config.get("pairs") or {}).get("strategy", "random")
+    blocks = [
         Block(
             "p",
-            f"Model `{config.get('model', '?')}` trained with DPO on {len(pairs)} MIPO pairs "
-            f"(`{strategy}` negatives), evaluated against the base model on the same items "
-            "and seeds.",
+            f"Model `{run.config.get('model', '?')}` trained with {run.objective} on {run.pairs_written} MIPO "
+            f"pairs (`{strategy}` negatives), evaluated against the base model on the same items and seeds.",
         )
-    )
-    blocks.extend(Block("p", h) for h in headline)
-
-    # --- results
-    blocks.append(Block("h2", "Results"))
-    if rows:
-        blocks.append(
-            Block(
-                "table",
-                headers=[
-                    "task",
-                    "metric",
-                    "n",
-                    "base [95% CI]",
-                    "MIPO [95% CI]",
-                    "MIPO − base [95% CI]",
-                    "p",
-                ],
-                rows=rows,
-            )
+    ]
+    for _, results, task, entry in _task_entries(run):
+        diff = entry.get("difference")
+        if not (diff and entry.get("baseline") and entry.get("model")):
+            continue
+        low, high = diff.get("ci") or [None, None]
+        verdict = (
+            "the interval excludes zero"
+            if low is not None and (low > 0 or high < 0)
+            else "the interval includes zero: no measured difference"
         )
         blocks.append(
             Block(
                 "p",
-                "Intervals are percentile bootstrap intervals over items; the difference is "
-                "paired item by item, its p-value from a sign-flip test.",
+                f"**{task}**: base {format_number(entry['baseline']['mean'])} → MIPO "
+                f"{format_number(entry['model']['mean'])}, difference {format_number(diff['mean'])} "
+                f"({ci_label(confidence_of(results))} [{format_number(low)}, {format_number(high)}], "
+                f"p {format_p(diff.get('p_value'))}, n = {entry.get('n')}); {verdict}.",
             )
         )
-    else:
-        blocks.append(Block("p", "No evaluation has finished yet."))
+    return blocks
 
-    # --- per preference type
-    for name, (_, results) in evaluations.items():
-        for task, entry in results.get("tasks", {}).items():
-            per = {
-                role: {t: v["mean"] for t, v in (entry.get(role) or {}).get("per_preference", {}).items()}
-                for role in ("baseline", "model")
-            }
-            if not per["model"]:
-                continue
-            blocks.append(Block("h2", f"Preference types ({task})"))
-            fig = plot_grouped_bars(
-                {"base": per["baseline"], "MIPO": per["model"]},
-                folder / f"preferences-{name}.png",
-                title="stated preferences followed",
-                ylabel="fraction followed",
-            )
-            if fig:
-                blocks.append(
-                    Block("figure", "Fraction of each stated preference followed, base vs MIPO", path=fig)
-                )
-            counts = (entry.get("model") or {}).get("per_preference", {})
+
+def results_blocks(run: RunFolder) -> list[Block]:
+    """The results table: one row per task, both models and their paired difference with intervals."""
+    rows = comparison_rows(run.results)
+    if not rows:
+        return [Block("h2", "Results"), Block("p", "No evaluation has finished yet.")]
+    label = shared_ci_label(run.results)
+    headers = ["task", "metric", "n", f"base [{label}]", f"MIPO [{label}]", f"MIPO − base [{label}]", "p"]
+    return [
+        Block("h2", "Results"),
+        Block(
+            "table",
+            headers=headers,
+            rows=[[r.task, r.metric, r.n, r.baseline, r.model, r.difference, r.p] for r in rows],
+        ),
+        Block(
+            "p",
+            "Intervals are percentile bootstrap intervals over items; the difference is "
+            "paired item by item, its p-value from a sign-flip test.",
+        ),
+    ]
+
+
+def preference_blocks(run: RunFolder) -> list[Block]:
+    """Per task with preference types: a bar chart and a table of each type's rate, base vs MIPO."""
+    blocks = []
+    for name, _, task, entry in _task_entries(run):
+        per = {
+            role: {t: v["mean"] for t, v in (entry.get(role) or {}).get("per_preference", {}).items()}
+            for role in ("baseline", "model")
+        }
+        if not per["model"]:
+            continue
+        blocks.append(Block("h2", f"Preference types ({task})"))
+        fig = plot_grouped_bars(
+            {"base": per["baseline"], "MIPO": per["model"]},
+            run.figure_path(f"preferences-{name}.png"),
+            title="stated preferences followed",
+            ylabel="fraction followed",
+        )
+        if fig:
             blocks.append(
-                Block(
-                    "table",
-                    headers=["preference", "n", "base", "MIPO", "MIPO − base"],
-                    rows=[
-                        [
-                            t,
-                            str(counts[t]["n"]),
-                            _fmt(per["baseline"].get(t)),
-                            _fmt(per["model"].get(t)),
-                            _fmt(per["model"][t] - per["baseline"][t]) if t in per["baseline"] else "–",
-                        ]
-                        for t in sorted(per["model"])
-                    ],
-                )
+                Block("figure", "Fraction of each stated preference followed, base vs MIPO", path=fig)
             )
+        counts = entry["model"]["per_preference"]
+        rows = [
+            [
+                t,
+                str(counts[t]["n"]),
+                format_number(per["baseline"].get(t)),
+                format_number(per["model"][t]),
+                format_number(per["model"][t] - per["baseline"][t]) if t in per["baseline"] else DASH,
+            ]
+            for t in sorted(per["model"])
+        ]
+        blocks.append(Block("table", headers=["preference", "n", "base", "MIPO", "MIPO − base"], rows=rows))
+    return blocks
 
-    # --- objective
-    for name, (_, results) in evaluations.items():
-        for entry in results.get("tasks", {}).values():
-            if entry.get("kind") != "pmi":
-                continue
-            blocks.append(Block("h2", "The objective: pointwise mutual information"))
-            blocks.append(
-                Block(
-                    "p",
-                    "For each held-out prompt x, a response y sampled from each model is scored "
-                    "under the base model as `log π(y|x) − log mean_k π(y|x'_k)` over other "
-                    f"prompts x'_k (k = {results.get('settings', {}).get('k', '?')}). MIPO "
-                    "should raise it.",
-                )
-            )
-            series = {
-                "base": (entry.get("baseline") or {}).get("values", []),
-                "MIPO": (entry.get("model") or {}).get("values", []),
-            }
-            fig = plot_distributions(
-                series,
-                folder / f"pmi-{name}.png",
-                title="PMI of responses under the base model",
-                xlabel="log π(y|x) − log mean_k π(y|x'_k)  (nats)",
-            )
-            if fig:
-                blocks.append(Block("figure", "PMI of base and MIPO responses (dashed: means)", path=fig))
 
-    # --- training
-    blocks.append(Block("h2", "Training"))
-    metrics = read_rows(model_dir / "metrics.jsonl")
-    fig = plot_training(metrics, folder / "training.png")
-    if fig:
-        blocks.append(Block("figure", "DPO loss and reward margin per logging step", path=fig))
-    if train_summary:
+def objective_blocks(run: RunFolder) -> list[Block]:
+    """Per PMI evaluation: what is measured, and the distributions of both models' PMI."""
+    blocks = []
+    for name, results, _, entry in _task_entries(run):
+        if entry.get("kind") != "pmi":
+            continue
+        k = results.get("settings", {}).get("k", "?")
+        blocks.append(Block("h2", "The objective: pointwise mutual information"))
         blocks.append(
             Block(
-                "table",
-                headers=["steps", "seconds", "tokens/s", "final loss", "final margin"],
-                rows=[
-                    [
-                        str(train_summary.get("steps", "–")),
-                        _fmt(train_summary.get("seconds"), 0),
-                        _fmt(train_summary.get("tokens_per_second"), 0),
-                        _fmt(train_summary.get("final_loss")),
-                        _fmt(train_summary.get("final_margins")),
-                    ]
-                ],
+                "p",
+                "For each held-out prompt x, a response y sampled from each model is scored "
+                "under the base model as `log π(y|x) − log mean_k π(y|x'_k)` over other "
+                f"prompts x'_k (k = {k}). MIPO should raise it.",
             )
         )
-
-    # --- examples
-    blocks.extend(example_blocks(evaluations, examples))
-
-    # --- what was run
-    blocks.append(Block("h2", "What was run"))
-    settings_rows = [
-        ["model", str(config.get("model", ""))],
-        ["seed", str(config.get("seed", ""))],
-        ["prompts", json.dumps(config.get("prompts", {}))],
-        ["pairs", json.dumps(config.get("pairs", {}))],
-        ["pairs written", str(len(pairs))],
-        ["train", json.dumps(config.get("train", {}))],
-    ]
-    mtrain = train_config.get("train") or train_config.get("config") or {}
-    if mtrain:
-        settings_rows.append(
-            ["train (resolved)", json.dumps({k: v for k, v in mtrain.items() if v not in (None, {}, [], "")})]
+        fig = plot_distributions(
+            {
+                "base": (entry.get("baseline") or {}).get("values", []),
+                "MIPO": (entry.get("model") or {}).get("values", []),
+            },
+            run.figure_path(f"pmi-{name}.png"),
+            title="PMI of responses under the base model",
+            xlabel="log π(y|x) − log mean_k π(y|x'_k)  (nats)",
         )
-    for name, (_, results) in evaluations.items():
-        settings_rows.append([f"eval {name}", json.dumps(results.get("settings", {}))])
-    for stage, state in sorted(stages.items()):
-        if state and "seconds" in state:
-            settings_rows.append([f"time: {stage}", f"{state['seconds']:.0f} s"])
-    settings_rows.extend([f"version: {k}", v] for k, v in versions().items())
-    blocks.append(Block("table", headers=["setting", "value"], rows=settings_rows))
-
-    md_path = atomic_write_text(folder / "report.md", render_markdown(blocks, folder))
-    atomic_write_text(folder / "report.html", render_html(blocks, title))
-    log.info("wrote %s and %s", md_path, folder / "report.html")
-    return md_path
+        if fig:
+            blocks.append(Block("figure", "PMI of base and MIPO responses (dashed: means)", path=fig))
+    return blocks
 
 
-def example_blocks(evaluations: dict[str, tuple[Path, dict[str, Any]]], count: int) -> list[Block]:
+def training_blocks(run: RunFolder) -> list[Block]:
+    """The loss (and, for DPO, reward margin) curve, and the training run's summary."""
+    blocks = [Block("h2", "Training")]
+    steps = [m for m in run.metrics if "loss" in m and "step" in m]
+    if steps:
+        from mipo.curves import plot_curves
+
+        fig = plot_curves(steps, run.figure_path("training.png"))
+        what = "loss and reward margin" if any("rewards/margins" in m for m in steps) else "loss"
+        blocks.append(Block("figure", f"{run.objective} {what} per logging step", path=fig))
+    summary = run.train_summary
+    if summary:
+        row = [
+            str(summary.get("steps", DASH)),
+            format_number(summary.get("seconds"), 0),
+            format_number(summary.get("tokens_per_second"), 0),
+            format_number(summary.get("final_loss")),
+            format_number(summary.get("final_margins")),
+        ]
+        headers = ["steps", "seconds", "tokens/s", "final loss", "final margin"]
+        blocks.append(Block("table", headers=headers, rows=[row]))
+    return blocks
+
+
+def _paired_examples(folder: Path, entry: dict[str, Any]) -> list[tuple[dict, dict]]:
+    """``(base row, MIPO row)`` for every item and seed both models answered, most different scores first."""
+    paths = entry.get("examples") or {}
+    if "model" not in paths or "baseline" not in paths:
+        return []
+    base_rows = {(r.get("id"), r.get("seed")): r for r in read_rows(folder / paths["baseline"])}
+    pairs = [
+        (base_rows[(r.get("id"), r.get("seed"))], r)
+        for r in read_rows(folder / paths["model"])
+        if (r.get("id"), r.get("seed")) in base_rows and r.get("response")
+    ]
+    # Show where the models differ most first, so the reader sees what changed.
+    pairs.sort(key=lambda br: -abs((br[1].get("score") or 0) - (br[0].get("score") or 0)))
+    return pairs
+
+
+def example_blocks(run: RunFolder) -> list[Block]:
     """A few prompts with the base and MIPO responses side by side (prefs first: that is what MIPO targets)."""
-    for _, (folder, results) in sorted(evaluations.items(), key=lambda kv: "prefs" not in kv[0]):
+    if run.examples == 0:
+        return []
+    for _, (folder, results) in sorted(run.evaluations.items(), key=lambda kv: "prefs" not in kv[0]):
         for task, entry in results.get("tasks", {}).items():
-            paths = entry.get("examples") or {}
-            if "model" not in paths or "baseline" not in paths:
+            pairs = _paired_examples(folder, entry)
+            if not pairs:
                 continue
-            mipo_rows = read_rows(folder / paths["model"])
-            base_rows = {(r.get("id"), r.get("seed")): r for r in read_rows(folder / paths["baseline"])}
-            chosen = [
-                (base_rows[(r.get("id"), r.get("seed"))], r)
-                for r in mipo_rows
-                if (r.get("id"), r.get("seed")) in base_rows and r.get("response")
+            rows = [
+                [
+                    "\n\n".join(f"[{m['role']}] {m['content']}" for m in mipo.get("prompt") or []),
+                    f"{base.get('response', '')}\n\n(score {format_number(base.get('score'), 2)})",
+                    f"{mipo.get('response', '')}\n\n(score {format_number(mipo.get('score'), 2)})",
+                ]
+                for base, mipo in pairs[: run.examples]
             ]
-            if not chosen:
-                continue
-            # Show where the models differ most first, so the reader sees what changed.
-            chosen.sort(key=lambda br: -abs((br[1].get("score") or 0) - (br[0].get("score") or 0)))
-            rows = []
-            for base, mipo in chosen[:count]:
-                prompt = "\n\n".join(f"[{m['role']}] {m['content']}" for m in mipo.get("prompt") or [])
-                rows.append(
-                    [
-                        prompt,
-                        f"{base.get('response', '')}\n\n(score {_fmt(base.get('score'), 2)})",
-                        f"{mipo.get('response', '')}\n\n(score {_fmt(mipo.get('score'), 2)})",
-                    ]
-                )
             return [
                 Block("h2", f"Examples ({task})"),
                 Block(
@@ -486,3 +458,53 @@ def example_blocks(evaluations: dict[str, tuple[Path, dict[str, Any]]], count: i
                 Block("sidebyside", headers=["prompt", "base model", "MIPO model"], rows=rows),
             ]
     return []
+
+
+def settings_blocks(run: RunFolder) -> list[Block]:
+    """What was run: the run's settings, training's resolved config, each evaluation's, times, versions."""
+    config = run.config
+    rows = [
+        ["model", str(config.get("model", ""))],
+        ["seed", str(config.get("seed", ""))],
+        ["prompts", json.dumps(config.get("prompts", {}))],
+        ["pairs", json.dumps(config.get("pairs", {}))],
+        ["pairs written", str(run.pairs_written)],
+        ["train", json.dumps(config.get("train", {}))],
+    ]
+    resolved = {k: v for k, v in run.train_config.items() if v not in (None, {}, [], "")}
+    if resolved:
+        rows.append(["train (resolved)", json.dumps(resolved)])
+    for name, (_, results) in run.evaluations.items():
+        rows.append([f"eval {name}", json.dumps(results.get("settings", {}))])
+    for stage, state in sorted(run.stages.items()):
+        if state and "seconds" in state:
+            rows.append([f"time: {stage}", f"{state['seconds']:.0f} s"])
+    rows.extend([f"version: {k}", v] for k, v in versions().items())
+    return [Block("h2", "What was run"), Block("table", headers=["setting", "value"], rows=rows)]
+
+
+# The report, top to bottom: each section reads the run folder and returns its blocks (none when it has
+# nothing to show). A new section is one function added here.
+SECTIONS: tuple[Callable[[RunFolder], list[Block]], ...] = (
+    headline_blocks,
+    results_blocks,
+    preference_blocks,
+    objective_blocks,
+    training_blocks,
+    example_blocks,
+    settings_blocks,
+)
+
+
+def build_report(run_dir: str | Path, *, title: str = "", examples: int = 5) -> Path:
+    """Write ``RUN/report/report.md``, its figures and ``RUN/report/report.html``; return the Markdown path."""
+    run = read_run_folder(run_dir, examples=examples)
+    run.figures.mkdir(parents=True, exist_ok=True)
+    title = title or f"MIPO run: {run.path.name}"
+    blocks = [Block("h1", title)]
+    for section in SECTIONS:
+        blocks.extend(section(run))
+    md_path = atomic_write_text(run.figures / "report.md", render_markdown(blocks, run.figures))
+    atomic_write_text(run.figures / "report.html", render_html(blocks, title))
+    log.info("wrote %s and %s", md_path, run.figures / "report.html")
+    return md_path

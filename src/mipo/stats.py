@@ -7,7 +7,6 @@ resampling is the evaluation item (a question), never the token or the sample.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -100,12 +99,3 @@ def histogram(values: Sequence[float], *, bins: int = 20) -> dict[str, list[floa
     array = _as_array(values, "histogram")
     counts, edges = np.histogram(array, bins=bins)
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
-
-
-def format_ci(summary: dict, digits: int = 3) -> str:
-    """``0.412 [0.351, 0.470]`` for a printed table."""
-    low, high = summary["ci"]
-    mean = summary["mean"]
-    if any(math.isnan(x) for x in (mean, low, high)):
-        return "n/a"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
