@@ -92,6 +92,8 @@ class GenerationJob:
             problems.append(f"context_mode must be one of {', '.join(CONTEXT_MODES)}")
         if self.backend not in BACKENDS:
             problems.append(f"backend must be one of {', '.join(BACKENDS)}")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be at least 1, got {self.limit} (--limit N)")
         for name in ("max_new_tokens", "batch_size", "chunk_size", *counts):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
@@ -103,6 +105,22 @@ class GenerationJob:
             problems.append("pass --resume or --overwrite, not both")
         return problems
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes the rows written: the model's weights, the prompts file's digest and every
+        setting except where the rows go and how the run is shown (``mipo.fingerprint``)."""
+        from dataclasses import asdict
+
+        from mipo.fingerprint import fingerprint, input_identity, weights_identity
+        from mipo.models import resolve_model
+
+        settings = {k: v for k, v in asdict(self).items() if k not in NOT_IN_FINGERPRINT}
+        settings["model"] = weights_identity(resolve_model(self.model))
+        settings["prompts"] = input_identity(self.prompts)
+        return fingerprint(**settings)
+
+
+# Settings that do not change the rows: where they go, how the run is shown, the device it runs on.
+NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device")
 
 # End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")

@@ -15,6 +15,7 @@ so 1 and N processes write the same pairs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -85,7 +86,8 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
 
     out = Path(config.out)
     rank, world, barrier = _processes()
-    _check_output(out, config, rank, barrier)
+    job = config.fingerprint()
+    _check_output(out, config, job, rank, barrier)
     records = load_prompts(
         config.prompts,
         prompt_field=config.prompt_field,
@@ -105,7 +107,7 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
     if rank == 0:
         from mipo.files import RowWriter
 
-        writer = RowWriter(out, resume=config.resume, overwrite=config.overwrite)
+        writer = RowWriter(out, resume=config.resume, overwrite=config.overwrite, fingerprint=job)
         done_ids = {row.get("prompt_id", row["id"]) for row in writer.existing}
     if world > 1:
         done_ids = _broadcast(done_ids)
@@ -125,7 +127,13 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
         disable=not config.progress,
     )
     cache_path = _cache_path(out, rank)
-    with cache_path.open("a", encoding="utf-8") as cache_file:
+    from mipo.files import output_error
+
+    try:
+        cache_file = cache_path.open("a", encoding="utf-8")
+    except OSError as e:
+        raise output_error(cache_path, e) from None
+    with cache_file:
         for c, chunk in enumerate(chunks):
             if c % world != rank:
                 continue
@@ -134,10 +142,16 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
                 responses = _generate(
                     model, tokenizer, [plan.conversations[k] for k in missing], config, c, summary
                 )
-                for key, texts in zip(missing, responses):
-                    cached[key] = texts
-                    cache_file.write(json.dumps({"key": key, "responses": texts}, ensure_ascii=False) + "\n")
-                cache_file.flush()
+                try:
+                    for key, texts in zip(missing, responses):
+                        cached[key] = texts
+                        line = json.dumps({"key": key, "responses": texts}, ensure_ascii=False)
+                        cache_file.write(line + "\n")
+                    cache_file.flush()
+                except OSError as e:
+                    with contextlib.suppress(OSError):  # the retried flush of a full disk fails again
+                        cache_file.close()
+                    raise output_error(cache_path, e, kept=True) from None
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{summary.stats.tokens_per_second:.0f}")
             if writer is not None and world == 1:
@@ -189,18 +203,35 @@ def _broadcast(value: Any) -> Any:
     return box[0]
 
 
-def _check_output(out: Path, config: PairsConfig, rank: int, barrier: Callable[[], None]) -> None:
-    """Refuse to replace a finished output, or to restart over an interrupted one, unless asked."""
+def _check_output(
+    out: Path, config: PairsConfig, job: dict[str, Any], rank: int, barrier: Callable[[], None]
+) -> None:
+    """Refuse to replace an input or a finished output, to restart over an interrupted run unless asked, or
+    to resume another job's run; record this job's fingerprint beside its partial files."""
+    from mipo.files import check_output_not_input, fingerprint_path, output_error
+    from mipo.fingerprint import check_resume, write_fingerprint
+
+    check_output_not_input(out, prompts=config.prompts)
     if out.exists() and not config.overwrite:
-        raise OutputExistsError(out)
+        raise OutputExistsError(out, resume=config.resume)
     leftovers = [p for p in [out.with_name(out.name + ".partial")] if p.exists()] + _cache_paths(out)
     if leftovers and not (config.resume or config.overwrite):
         raise MipoError(
             f"{leftovers[0]} holds an interrupted run; pass --resume to continue it or --overwrite to start again"
         )
-    if config.overwrite and rank == 0:
-        for path in leftovers:
-            path.unlink()
+    resuming = bool(leftovers) and config.resume
+    if resuming:
+        check_resume(fingerprint_path(out), job, what=str(out))
+    if rank == 0:
+        if config.overwrite:
+            for path in leftovers:
+                path.unlink()
+        if not resuming:
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_fingerprint(fingerprint_path(out), job)
+            except OSError as e:
+                raise output_error(out, e) from None
     barrier()
 
 

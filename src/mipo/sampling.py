@@ -30,11 +30,12 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     """Write one row per prompt of ``config.prompts`` with the model's response(s); returns the path."""
     from tqdm.auto import tqdm
 
-    from mipo.files import RowWriter
+    from mipo.files import RowWriter, check_output_not_input
     from mipo.generation import generate_responses
     from mipo.prompts import load_prompts, to_conversation
 
     stats = stats if stats is not None else GenerationStats()
+    check_output_not_input(config.out, prompts=config.prompts)
     records = load_prompts(
         config.prompts,
         prompt_field=config.prompt_field,
@@ -44,14 +45,21 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
         split=config.split,
         limit=config.limit,
     )
-    writer = RowWriter(config.out, resume=config.resume, overwrite=config.overwrite)
+    writer = RowWriter(
+        config.out, resume=config.resume, overwrite=config.overwrite, fingerprint=config.fingerprint()
+    )
     try:
         done = {str(row["id"]) for row in writer.existing}
-        todo = [r for r in records if r.id not in done]
+        # Chunks are cut from all the records, not from those left, and a chunk cut by a kill is generated
+        # again whole: a resumed chunk keeps its seed and its batches, so its rows are those of one run.
+        chunks = [records[c : c + config.chunk_size] for c in range(0, len(records), config.chunk_size)]
         model, tokenizer = _load(config)
-        bar = tqdm(total=len(todo), desc="sampling", unit="prompt", disable=not config.progress)
-        for first in range(0, len(todo), config.chunk_size):
-            chunk = todo[first : first + config.chunk_size]
+        bar = tqdm(
+            total=len(records), initial=len(done), desc="sampling", unit="prompt", disable=not config.progress
+        )
+        for number, chunk in enumerate(chunks):
+            if all(r.id in done for r in chunk):
+                continue
             conversations = [
                 to_conversation(r, context_mode=config.context_mode, with_context=config.with_context)
                 for r in chunk
@@ -64,13 +72,15 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
                 temperature=config.temperature,
                 top_p=config.top_p,
                 max_new_tokens=config.max_new_tokens,
-                seed=config.seed * 100_003 + first // config.chunk_size,
+                seed=config.seed * 100_003 + number,
                 batch_size=config.batch_size,
                 progress=False,
                 stats=stats,
                 backend=config.backend,
             )
             for record, conversation, texts in zip(chunk, conversations, responses):
+                if record.id in done:
+                    continue
                 writer.write(
                     {
                         "id": record.id,
@@ -89,7 +99,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
                         },
                     }
                 )
-            bar.update(len(chunk))
+            bar.update(sum(r.id not in done for r in chunk))
             bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
         bar.close()
     except BaseException:
