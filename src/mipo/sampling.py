@@ -30,8 +30,8 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     """Write one row per prompt of ``config.prompts`` with the model's response(s); returns the path."""
     from tqdm.auto import tqdm
 
+    from mipo.backends import load_engine
     from mipo.files import RowWriter, check_output_not_input
-    from mipo.generation import generate_responses
     from mipo.prompts import load_prompts, to_conversation
 
     stats = stats if stats is not None else GenerationStats()
@@ -53,7 +53,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
         # Chunks are cut from all the records, not from those left, and a chunk cut by a kill is generated
         # again whole: a resumed chunk keeps its seed and its batches, so its rows are those of one run.
         chunks = [records[c : c + config.chunk_size] for c in range(0, len(records), config.chunk_size)]
-        model, tokenizer = _load(config)
+        engine = load_engine(config.backend, config.model, device=config.device, seed=config.seed)
         bar = tqdm(
             total=len(records), initial=len(done), desc="sampling", unit="prompt", disable=not config.progress
         )
@@ -64,9 +64,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
                 to_conversation(r, context_mode=config.context_mode, with_context=config.with_context)
                 for r in chunk
             ]
-            responses = generate_responses(
-                model,
-                tokenizer,
+            responses = engine.generate(
                 conversations,
                 num_samples=config.samples,
                 temperature=config.temperature,
@@ -76,7 +74,6 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
                 batch_size=config.batch_size,
                 progress=False,
                 stats=stats,
-                backend=config.backend,
             )
             for record, conversation, texts in zip(chunk, conversations, responses):
                 if record.id in done:
@@ -108,17 +105,6 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     path = writer.close()
     log.info("wrote %d rows to %s (%.1f tokens/s)", writer.count, path, stats.tokens_per_second)
     return path
-
-
-def _load(config: SampleConfig):
-    if config.backend == "vllm":
-        from mipo.generation import load_vllm
-        from mipo.models import resolve_model
-
-        return load_vllm(resolve_model(config.model), seed=config.seed), None
-    from mipo.models import load_model
-
-    return load_model(config.model, device=config.device)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
