@@ -288,12 +288,7 @@ def _decode_batch(
     device = model.device
     rows, width = len(prompts), max(len(p) for p in prompts)
     total = width + max_new_tokens
-    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    # The mask for the whole run, allocated once: each step passes a view one column longer.
-    attention_mask = torch.ones((rows, total), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        input_ids[r, width - len(p) :] = torch.tensor(p)
-        attention_mask[r, : width - len(p)] = 0
+    input_ids, attention_mask = _left_padded(prompts, pad_id, total)
     stats.prompt_tokens += sum(len(p) for p in prompts)
     stats.padding_tokens += width * rows - sum(len(p) for p in prompts)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
@@ -339,6 +334,20 @@ def _decode_batch(
             ).logits[:, -1, :]
             next_position = next_position + 1
     return [_cut_at_stop(row, stops) for row in new_tokens[:, :steps].tolist()]
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt ids left-padded to the longest, and the attention mask for the whole run (``total`` columns,
+    allocated once: each step passes a view one column longer)."""
+    import torch
+
+    rows, width = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention_mask = torch.ones((rows, total), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        input_ids[r, width - len(p) :] = torch.tensor(p)
+        attention_mask[r, : width - len(p)] = 0
+    return input_ids, attention_mask
 
 
 def _cut_at_stop(tokens: list[int], stops: torch.Tensor) -> list[int]:

@@ -32,19 +32,11 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
 
     from mipo.backends import load_engine
     from mipo.files import RowWriter, check_output_not_input
-    from mipo.prompts import load_prompts, to_conversation
+    from mipo.prompts import to_conversation
 
     stats = stats if stats is not None else GenerationStats()
     check_output_not_input(config.out, prompts=config.prompts)
-    records = load_prompts(
-        config.prompts,
-        prompt_field=config.prompt_field,
-        context_field=config.context_field,
-        id_field=config.id_field,
-        system_field=config.system_field,
-        split=config.split,
-        limit=config.limit,
-    )
+    records = _load_records(config)
     writer = RowWriter(
         config.out, resume=config.resume, overwrite=config.overwrite, fingerprint=config.fingerprint()
     )
@@ -78,24 +70,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
             for record, conversation, texts in zip(chunk, conversations, responses):
                 if record.id in done:
                     continue
-                writer.write(
-                    {
-                        "id": record.id,
-                        "prompt": conversation,
-                        "responses": texts,
-                        "response": texts[0],
-                        "answer": record.answer,
-                        "model": config.model,
-                        "seed": config.seed,
-                        "generation": {
-                            "temperature": config.temperature,
-                            "top_p": config.top_p,
-                            "max_new_tokens": config.max_new_tokens,
-                            "samples": config.samples,
-                            "backend": config.backend,
-                        },
-                    }
-                )
+                writer.write(_sample_row(record, conversation, texts, config))
             bar.update(sum(r.id not in done for r in chunk))
             bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
         bar.close()
@@ -105,6 +80,39 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     path = writer.close()
     log.info("wrote %d rows to %s (%.1f tokens/s)", writer.count, path, stats.tokens_per_second)
     return path
+
+
+def _load_records(config: SampleConfig):
+    from mipo.prompts import load_prompts
+
+    return load_prompts(
+        config.prompts,
+        prompt_field=config.prompt_field,
+        context_field=config.context_field,
+        id_field=config.id_field,
+        system_field=config.system_field,
+        split=config.split,
+        limit=config.limit,
+    )
+
+
+def _sample_row(record, conversation, texts: list[str], config: SampleConfig) -> dict:
+    return {
+        "id": record.id,
+        "prompt": conversation,
+        "responses": texts,
+        "response": texts[0],
+        "answer": record.answer,
+        "model": config.model,
+        "seed": config.seed,
+        "generation": {
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "max_new_tokens": config.max_new_tokens,
+            "samples": config.samples,
+            "backend": config.backend,
+        },
+    }
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
