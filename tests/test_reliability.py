@@ -243,3 +243,12 @@ def test_read_only_file_system_is_one_line(small_tmpfs, tmp_path, tiny_model_dir
     code, _, err = cli(*args("pairs", tiny_model_dir, prompts, out))
     line = one_error_line(err)
     assert code == 2 and str(small_tmpfs) in line and "Read-only file system" in line
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_a_bad_prompts_file_leaves_no_file_behind(command, tmp_path, tiny_model_dir, cli):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Hi?"}\n{"prompt": 3}\n', encoding="utf-8")
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, tmp_path / "out" / "o.jsonl"))
+    assert code == 2 and f"{prompts}:2: field 'prompt'" in one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]

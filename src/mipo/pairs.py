@@ -266,9 +266,9 @@ def _check_output(
     out: Path, config: PairsConfig, job: dict[str, Any], rank: int, barrier: Callable[[], None]
 ) -> None:
     """Refuse to replace an input or a finished output, to restart over an interrupted run unless asked, or
-    to resume another job's run; record this job's fingerprint beside its partial files."""
-    from mipo.files import check_output_not_input, fingerprint_path, output_error
-    from mipo.fingerprint import check_resume, write_fingerprint
+    to resume another job's run (the fingerprint is written with the partial file, by ``RowWriter``)."""
+    from mipo.files import check_output_not_input, fingerprint_path
+    from mipo.fingerprint import check_resume
 
     check_output_not_input(out, prompts=config.prompts)
     if out.exists() and not config.overwrite:
@@ -278,19 +278,11 @@ def _check_output(
         raise MipoError(
             f"{leftovers[0]} holds an interrupted run; pass --resume to continue it or --overwrite to start again"
         )
-    resuming = bool(leftovers) and config.resume
-    if resuming:
+    if leftovers and config.resume:
         check_resume(fingerprint_path(out), job, what=str(out))
-    if rank == 0:
-        if config.overwrite:
-            for path in leftovers:
-                path.unlink()
-        if not resuming:
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                write_fingerprint(fingerprint_path(out), job)
-            except OSError as e:
-                raise output_error(out, e) from None
+    if config.overwrite and rank == 0:
+        for path in leftovers:
+            path.unlink()
     barrier()
 
 
