@@ -95,3 +95,24 @@ def test_smollm2_loads_from_cache_fast_and_knows_paris():
     )
     out = model.generate(**ids, max_new_tokens=20, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+def test_prepare_tokenizer_refuses_a_tokenizer_without_a_chat_template(smollm2_tokenizer):
+    import copy
+
+    from mipo.errors import MipoError
+
+    plain = copy.deepcopy(smollm2_tokenizer)
+    plain.chat_template = None
+    with pytest.raises(MipoError, match="'base-lm' has no chat template: mipo needs an instruction-tuned"):
+        models.prepare_tokenizer(plain, "base-lm")
+    with pytest.raises(MipoError, match="the tokenizer has no chat template"):
+        models.prepare_tokenizer(plain)
+    ready = models.prepare_tokenizer(copy.deepcopy(smollm2_tokenizer))
+    assert ready.padding_side == "left" and ready.pad_token is not None
+
+
+def test_adapter_base_is_public_and_reads_peft_config(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+    assert models.adapter_base(str(tmp_path)) == "org/base"
+    assert models.adapter_base(str(tmp_path.parent)) is None  # not an adapter folder

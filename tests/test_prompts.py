@@ -100,3 +100,18 @@ def test_to_conversation_context_modes():
     )
     assert to_conversation(chat)[0] == {"role": "system", "content": "S\n\nC"}
     assert to_conversation(chat, with_system=False, with_context=False) == [{"role": "user", "content": "Q"}]
+
+
+def test_a_utf8_byte_order_mark_is_dropped_from_jsonl_csv_and_json(tmp_path):
+    from mipo.prompts import load_prompts
+
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('\ufeff{"id": "a", "prompt": "Hi?"}\n{"id": "b", "prompt": "Ho?"}\n', encoding="utf-8")
+    assert [r.id for r in load_prompts(jsonl)] == ["a", "b"]
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text("\ufeffid,prompt\nx1,Hi?\nx2,Ho?\n", encoding="utf-8")
+    records = load_prompts(csv_file)
+    assert [r.id for r in records] == ["x1", "x2"] and records[0].meta == {}  # the id column is the id
+    array = tmp_path / "p.json"
+    array.write_text('\ufeff[{"id": "j", "prompt": "Hi?"}]', encoding="utf-8")
+    assert [r.id for r in load_prompts(array)] == ["j"]

@@ -45,3 +45,18 @@ def test_builtins_are_the_modules_of_the_package(tmp_path, monkeypatch):
     import toyplugins
 
     assert toyplugins.REG.names() == ["first"]
+
+
+def test_a_registry_is_an_argparse_choices_that_lists_its_names(capsys):
+    import argparse
+
+    reg: Registry = Registry("widget")
+    reg.register("b", 2)
+    reg.register("a", 1)
+    assert list(reg) == ["a", "b"] and len(reg) == 2
+    parser = argparse.ArgumentParser(prog="x")
+    parser.add_argument("--widget", choices=reg)
+    assert parser.parse_args(["--widget", "a"]).widget == "a"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--widget", "c"])
+    assert "invalid choice: 'c' (choose from a, b)" in capsys.readouterr().err.replace("'a', 'b'", "a, b")

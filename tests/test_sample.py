@@ -7,6 +7,8 @@ import json
 import pytest
 
 from mipo.errors import OutputExistsError
+from mipo.files import fingerprint_path
+from mipo.fingerprint import write_fingerprint
 
 
 def test_sample_writes_one_row_per_prompt(tmp_path, tiny_model_dir, cli):
@@ -57,9 +59,6 @@ def test_sample_resume_skips_rows_already_written(tmp_path, tiny_model_dir):
         "".join(json.dumps({"id": f"r{i}", "prompt": f"Q {i}?"}) + "\n" for i in range(3)), encoding="utf-8"
     )
     out = tmp_path / "s.jsonl"
-    (tmp_path / "s.jsonl.partial").write_text(
-        json.dumps({"id": "r0", "response": "kept"}) + '\n{"id": "r1", "cut', encoding="utf-8"
-    )
     config = SampleConfig(
         model=str(tiny_model_dir),
         prompts=str(prompts),
@@ -69,6 +68,10 @@ def test_sample_resume_skips_rows_already_written(tmp_path, tiny_model_dir):
         resume=True,
         progress=False,
     )
+    (tmp_path / "s.jsonl.partial").write_text(
+        json.dumps({"id": "r0", "response": "kept"}) + '\n{"id": "r1", "cut', encoding="utf-8"
+    )
+    write_fingerprint(fingerprint_path(out), config.fingerprint())  # as the interrupted run left it
     sample(config)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["r0", "r1", "r2"] and rows[0]["response"] == "kept"

@@ -7,12 +7,26 @@ only when its command runs, so ``mipo --help`` answers without loading torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from mipo import __version__
 from mipo.errors import MipoError
+
+# What the machine, not mipo, refuses: a full disk, a read-only or missing place, no permission.
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
 
 # name -> (module, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(args) or 0)
     except MipoError as e:
         print(f"mipo {top.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mipo {top.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -24,7 +24,15 @@ class InputError(MipoError):
 
 
 class OutputExistsError(MipoError):
-    """A finished artifact would be overwritten."""
+    """A finished artifact would be overwritten (or, with ``resume``, resumed: it has nothing left to do)."""
 
-    def __init__(self, path: str | Path):
-        super().__init__(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
+    def __init__(self, path: str | Path, *, resume: bool = False):
+        self.path = str(path)
+        if resume:
+            message = (
+                f"{path} is a finished run: there is nothing to resume; "
+                "pass --overwrite to replace it or choose another --out"
+            )
+        else:
+            message = f"{path} already exists; pass --resume to continue it or --overwrite to replace it"
+        super().__init__(message)

@@ -1,27 +1,9 @@
-"""The generation engine: sample responses for many chat conversations, batched.
+"""The ``hf`` backend's engine: sample responses for many chat conversations, batched, with a bare decode loop.
 
-``generate_responses`` is the one entry point used by ``mipo pairs``, ``mipo sample`` and ``mipo eval``.
-
-Backend ``hf`` (default) is a bare decode loop over a ``transformers`` model rather than ``model.generate``:
-on a CPU most of ``generate``'s time goes outside the model (logits processors, a full sort of the
-vocabulary for top-p, per-step bookkeeping). The loop here
-
-- sorts prompts by length so a batch wastes few tokens on left padding,
-- runs the prefill with ``logits_to_keep=1`` (no vocabulary projection for the prompt tokens),
-- samples top-p from the top-k candidates first and sorts the full vocabulary only for the rare row
-  whose nucleus is not inside them (exact top-p, a fraction of the cost),
-- samples from ``softmax`` (one fused kernel) rather than ``exp(x - logsumexp(x))``: at temperature 0.1
-  most exponentials are subnormal and ``logsumexp`` took ~70 ms per step on a 64 x 49,152 matrix,
-- keeps the KV cache in buffers allocated once for the prompt plus ``max_new_tokens``: a step writes one
-  slot, where ``DynamicCache`` copies the whole cache of every layer (``torch.cat``) at every step,
-- keeps new tokens in a (rows, steps) tensor and cuts each row at its first stop token at the end,
-- drops finished rows from the batch and from the KV cache, so a batch runs as fast as its live rows.
-
-On a CPU shared with other processes, PyTorch's spinning OpenMP threads made each decode step several times
-slower; ``import mipo`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set (see ``mipo/__init__.py``).
-
-Greedy decoding (``temperature=0``) gives the same tokens as ``model.generate(do_sample=False)``
-(tested). Backend ``vllm`` hands the conversations to ``vllm.LLM.chat`` with ``SamplingParams(n=...)``.
+``generate_responses`` runs it (``mipo.backends.hf`` wraps it as an engine; other backends live in
+``mipo.backends``). Why a decode loop of our own rather than ``model.generate``, and what it does to be fast
+on a CPU: docs/benchmarks.md ("The decode loop"). Greedy decoding (``temperature=0``) gives the same tokens
+as ``model.generate(do_sample=False)`` (tested).
 """
 
 from __future__ import annotations
@@ -33,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mipo.backends import BACKENDS
 from mipo.config import option
-from mipo.errors import ConfigError, MipoError
+from mipo.errors import ConfigError
+from mipo.kv_cache import preallocated_cache
 from mipo.models import DEFAULT_MODEL
 from mipo.prompts import CONTEXT_MODES
 
@@ -46,7 +30,6 @@ log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]  # chat messages: [{"role": "user", "content": "..."}]
 
-BACKENDS = ("hf", "vllm")
 TOP_K_CANDIDATES = 64  # top-p is taken from these first; the full sort runs only where they do not cover p
 
 
@@ -73,7 +56,7 @@ class GenerationJob:
     seed: int = option(0, "seed for sampling (and for the choice of negatives)")
     batch_size: int = option(64, "rows decoded together (hf backend)")
     chunk_size: int = option(128, "prompts generated between flushes to disk")
-    backend: str = option("hf", "generation engine", choices=BACKENDS)
+    backend: str = option("hf", "generation engine (mipo.backends)", choices=BACKENDS)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
     resume: bool = option(False, "continue an interrupted run from its partial files")
     overwrite: bool = option(False, "replace an existing output")
@@ -91,7 +74,9 @@ class GenerationJob:
         if self.context_mode not in CONTEXT_MODES:
             problems.append(f"context_mode must be one of {', '.join(CONTEXT_MODES)}")
         if self.backend not in BACKENDS:
-            problems.append(f"backend must be one of {', '.join(BACKENDS)}")
+            problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be at least 1, got {self.limit} (--limit N)")
         for name in ("max_new_tokens", "batch_size", "chunk_size", *counts):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
@@ -103,6 +88,22 @@ class GenerationJob:
             problems.append("pass --resume or --overwrite, not both")
         return problems
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes the rows written: the model's weights, the prompts file's digest and every
+        setting except where the rows go and how the run is shown (``mipo.fingerprint``)."""
+        from dataclasses import asdict
+
+        from mipo.fingerprint import fingerprint, input_identity, weights_identity
+        from mipo.models import resolve_model
+
+        settings = {k: v for k, v in asdict(self).items() if k not in NOT_IN_FINGERPRINT}
+        settings["model"] = weights_identity(resolve_model(self.model))
+        settings["prompts"] = input_identity(self.prompts)
+        return fingerprint(**settings)
+
+
+# Settings that do not change the rows: where they go, how the run is shown, the device it runs on.
+NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device")
 
 # End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -143,19 +144,25 @@ def generate_responses(
     Batch ``b`` samples with a generator seeded by ``seed`` and ``first_batch + b``: a caller that feeds
     the conversations one batch at a time (to save rows as they come) gets the same responses as one call.
 
-    With ``backend="vllm"``, ``model`` is a ``vllm.LLM`` or a model name/folder for it; ``tokenizer`` is unused.
-    The same inputs and ``seed`` give the same responses (on one device and batch size).
+    ``backend`` other than ``hf``: ``model`` is what that backend loads (``mipo.backends.load_engine``).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if num_samples < 1 or max_new_tokens < 1 or batch_size < 1:
         raise ConfigError("num_samples, max_new_tokens and batch_size must be at least 1")
     stats = stats if stats is not None else GenerationStats()
     if not conversations:
         return []
-    if backend == "vllm":
-        return _generate_vllm(
-            model, conversations, num_samples, temperature, top_p, max_new_tokens, seed, stats
+    if backend != "hf":
+        from mipo.backends import load_engine
+
+        return load_engine(backend, model, seed=seed).generate(
+            conversations,
+            num_samples=num_samples,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            stats=stats,
         )
     return _generate_hf(
         model,
@@ -281,18 +288,13 @@ def _decode_batch(
     device = model.device
     rows, width = len(prompts), max(len(p) for p in prompts)
     total = width + max_new_tokens
-    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    # The mask for the whole run, allocated once: each step passes a view one column longer.
-    attention_mask = torch.ones((rows, total), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        input_ids[r, width - len(p) :] = torch.tensor(p)
-        attention_mask[r, : width - len(p)] = 0
+    input_ids, attention_mask = _left_padded(prompts, pad_id, total)
     stats.prompt_tokens += sum(len(p) for p in prompts)
     stats.padding_tokens += width * rows - sum(len(p) for p in prompts)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     # Left padding: positions count real tokens only, as generate() does.
     position_ids = (attention_mask[:, :width].cumsum(-1) - 1).clamp(min=0)
-    cache = _preallocated_cache(model, total)
+    cache = preallocated_cache(model, total)
     cache_arg = _cache_kwarg(model)
     live = torch.arange(rows, device=device)  # batch row -> index into ``prompts``
     # New tokens of every row, one column per step; -1 where a row wrote nothing (it had finished).
@@ -334,6 +336,20 @@ def _decode_batch(
     return [_cut_at_stop(row, stops) for row in new_tokens[:, :steps].tolist()]
 
 
+def _left_padded(prompts: list[list[int]], pad_id: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt ids left-padded to the longest, and the attention mask for the whole run (``total`` columns,
+    allocated once: each step passes a view one column longer)."""
+    import torch
+
+    rows, width = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention_mask = torch.ones((rows, total), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        input_ids[r, width - len(p) :] = torch.tensor(p)
+        attention_mask[r, : width - len(p)] = 0
+    return input_ids, attention_mask
+
+
 def _cut_at_stop(tokens: list[int], stops: torch.Tensor) -> list[int]:
     """A row's tokens up to (without) its first stop token or unwritten (-1) step."""
     stop_set = set(stops.tolist())
@@ -341,57 +357,6 @@ def _cut_at_stop(tokens: list[int], stops: torch.Tensor) -> list[int]:
         if token < 0 or token in stop_set:
             return tokens[:n]
     return tokens
-
-
-def _preallocated_cache(model: PreTrainedModel, capacity: int) -> Any:
-    """The model's ``DynamicCache`` with its full-attention layers growing inside preallocated buffers.
-
-    ``DynamicLayer`` appends with ``torch.cat``, copying the whole cache of every layer at every step; here a
-    step writes one slot and the layer hands attention a view of the filled part. Other layer kinds
-    (sliding-window, linear attention) are kept as the model's config makes them.
-    """
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferedLayer(DynamicLayer):
-        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-            import torch
-
-            batch, heads, _, _ = key_states.shape
-            shape = (batch, heads, capacity)
-            self.device = key_states.device
-            self.key_buffer = torch.empty(
-                (*shape, key_states.shape[-1]), dtype=key_states.dtype, device=self.device
-            )
-            self.value_buffer = torch.empty(
-                (*shape, value_states.shape[-1]), dtype=value_states.dtype, device=self.device
-            )
-            self.length = 0
-            self.keys, self.values = self.key_buffer[:, :, :0], self.value_buffer[:, :, :0]
-            self.is_initialized = True
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.key_buffer.shape[-2]:
-                raise RuntimeError(f"cache capacity {self.key_buffer.shape[-2]} exceeded")
-            self.key_buffer[:, :, self.length : end] = key_states
-            self.value_buffer[:, :, self.length : end] = value_states
-            self.length = end
-            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.is_initialized:
-                self.key_buffer = self.key_buffer[indices]
-                self.value_buffer = self.value_buffer[indices]
-                self.keys = self.key_buffer[:, :, : self.length]
-                self.values = self.value_buffer[:, :, : self.length]
-
-    cache = DynamicCache(config=model.config)
-    cache.layers = [BufferedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
 
 
 def _pick_tokens(
@@ -434,46 +399,3 @@ def _sample_nucleus(
     kept = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
     choice = torch.multinomial(kept, 1, generator=generator)  # (B, 1), multinomial renormalises
     return sorted_ids.gather(-1, choice).squeeze(-1)
-
-
-def load_vllm(model: str, *, seed: int = 0, **engine_args: Any) -> Any:
-    """A ``vllm.LLM`` for ``model`` (a folder or Hub id); a one-line error where vLLM is not installed."""
-    try:
-        from vllm import LLM
-    except ImportError:
-        raise MipoError(
-            "backend 'vllm' needs vLLM, which is not installed: pip install 'mipo[vllm]' "
-            "(Linux with a GPU), or use --backend hf"
-        ) from None
-    return LLM(model=model, seed=seed, **engine_args)
-
-
-def _generate_vllm(
-    model: Any,
-    conversations: list[Conversation],
-    num_samples: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    seed: int,
-    stats: GenerationStats,
-) -> list[list[str]]:
-    llm = model if not isinstance(model, (str, bytes)) else load_vllm(str(model), seed=seed)
-    from vllm import SamplingParams
-
-    params = SamplingParams(
-        n=num_samples,
-        temperature=max(temperature, 0.0),
-        top_p=top_p if temperature > 0 else 1.0,
-        max_tokens=max_new_tokens,
-        seed=seed,
-    )
-    start = time.perf_counter()
-    outputs = llm.chat(conversations, params, use_tqdm=True)
-    stats.seconds += time.perf_counter() - start
-    stats.prompts += len(outputs)
-    results = []
-    for out in outputs:
-        stats.new_tokens += sum(len(c.token_ids) for c in out.outputs)
-        results.append([c.text.strip() for c in out.outputs])
-    return results

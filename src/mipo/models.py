@@ -178,8 +178,14 @@ def _drop_gguf_quantization(config_path: Path) -> None:
         atomic_write_json(config_path, config)
 
 
-def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Set what batched generation needs: a pad token and left padding; refuse a tokenizer with no chat template."""
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> PreTrainedTokenizerBase:
+    """Set what batched generation needs: a pad token and left padding; refuse a tokenizer with no chat template.
+
+    ``name``: the model as the user named it, for the error message.
+    """
+    if tokenizer.chat_template is None:
+        what = f"'{name}'" if name else "the tokenizer"
+        raise MipoError(f"{what} has no chat template: mipo needs an instruction-tuned (chat) model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -190,16 +196,14 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedT
     from transformers import AutoTokenizer
 
     source = resolve_model(name)
-    adapter = _adapter_base(source)
+    adapter = adapter_base(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source if not adapter or _has_tokenizer(source) else adapter, trust_remote_code=trust_remote_code
         )
     except OSError as e:
         raise MipoError(f"cannot load the tokenizer of '{name}': {_first_line(e)}") from None
-    if tokenizer.chat_template is None:
-        raise MipoError(f"'{name}' has no chat template: mipo needs an instruction-tuned (chat) model")
-    return prepare_tokenizer(tokenizer)
+    return prepare_tokenizer(tokenizer, name)
 
 
 def load_model(
@@ -219,13 +223,13 @@ def load_model(
     dtype = dtype or default_dtype(device)
     source = resolve_model(name)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
-    adapter_base = _adapter_base(source)
+    base_name = adapter_base(source)
     try:
-        if adapter_base:
+        if base_name:
             from peft import PeftModel
 
             base = AutoModelForCausalLM.from_pretrained(
-                resolve_model(adapter_base), dtype=dtype, trust_remote_code=trust_remote_code
+                resolve_model(base_name), dtype=dtype, trust_remote_code=trust_remote_code
             )
             model = PeftModel.from_pretrained(base, source).merge_and_unload()
         else:
@@ -240,7 +244,7 @@ def load_model(
     return model, tokenizer
 
 
-def _adapter_base(source: str) -> str | None:
+def adapter_base(source: str) -> str | None:
     """For a LoRA adapter folder, the base model it was trained on (as recorded by PEFT)."""
     cfg = Path(source) / "adapter_config.json"
     if not cfg.is_file() or (Path(source) / "config.json").is_file():
@@ -255,6 +259,9 @@ def _adapter_base(source: str) -> str | None:
         if Path(base).name == spec.name and Path(base).parent.name == "models":
             return spec.name
     return base
+
+
+_adapter_base = adapter_base  # moved: mipo.models.adapter_base (public)
 
 
 def _has_tokenizer(source: str) -> bool:

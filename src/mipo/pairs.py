@@ -1,8 +1,8 @@
 """``mipo pairs``: MIPO preference pairs from a prompt set.
 
-For each prompt x the model's own response is *chosen*; its response to a negative prompt x' (see
-``mipo.negatives``) is *rejected*. Rows are TRL's conversational format with an explicit prompt:
-``{id, prompt: [messages], chosen: [assistant], rejected: [assistant], negative_prompt, strategy, ...}``.
+For each prompt x the model's own response is *chosen*; its response to a negative prompt x' (made by the
+negative strategy, ``mipo.strategies``) is *rejected*. Rows are TRL's conversational format with an explicit
+prompt: ``{id, prompt: [messages], chosen: [assistant], rejected: [assistant], negative_prompt, strategy, ...}``.
 
 Work goes in chunks of generation units (a conversation and its samples). Each chunk's responses are
 flushed to ``OUT.responses-RANK.partial`` and the pairs whose responses are all known are flushed to the
@@ -15,9 +15,11 @@ so 1 and N processes write the same pairs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +28,19 @@ from typing import Any
 from mipo.config import add_config_arguments, option, require, resolve
 from mipo.errors import InputError, MipoError, OutputExistsError
 from mipo.generation import GenerationJob, GenerationStats
-from mipo.negatives import STRATEGIES, NegativeError
 from mipo.prompts import PromptRecord, to_conversation
+from mipo.strategies import STRATEGIES, NegativeError
 
 log = logging.getLogger(__name__)
+
+Conversation = list[dict[str, str]]
 
 
 @dataclass
 class PairsConfig(GenerationJob):
-    strategy: str = option("random", "how the negative prompt x' is made", choices=STRATEGIES)
+    strategy: str = option(
+        "random", "how the negative prompt x' is made (mipo.strategies)", choices=STRATEGIES
+    )
     group_field: str | None = option(None, "record field whose value keeps x' in x's group (random)")
     drop_system: bool = option(False, "incomplete: also remove the system text from x'")
     samples: int = option(1, "responses (positives) per prompt")
@@ -68,11 +74,19 @@ class _Plan:
     """What to generate (units: key -> conversation) and how units make pairs."""
 
     records: list[PromptRecord]
-    conversations: dict[str, list[dict[str, str]]]
+    conversations: dict[str, Conversation]
     order: list[str]  # unit keys in generation order
     negatives: dict[str, list[str]]  # record id -> the unit keys of its negatives
     skipped: int = 0
     no_negative: int = 0
+
+
+@dataclass
+class _Output:
+    """Process 0's writer of the pairs file, and the ids of the prompts whose pairs are written."""
+
+    writer: Any  # mipo.files.RowWriter on process 0, None on the others
+    done_ids: set[str]
 
 
 def build_pairs(config: PairsConfig) -> Path:
@@ -81,12 +95,37 @@ def build_pairs(config: PairsConfig) -> Path:
 
 
 def run_pairs(config: PairsConfig) -> PairsSummary:
-    from mipo.prompts import load_prompts
-
     out = Path(config.out)
     rank, world, barrier = _processes()
-    _check_output(out, config, rank, barrier)
-    records = load_prompts(
+    job = config.fingerprint()
+    _check_output(out, config, job, rank, barrier)
+    records = _load_records(config)
+    engine = _load_engine(config)
+    plan = _plan(records, config, engine)
+    summary = PairsSummary(path=out, dropped={"too long for the model": plan.skipped})
+    output = _open_output(out, config, job, rank, world)
+    try:
+        cached = _generate_chunks(plan, engine, config, output, rank, world, summary)
+        if world > 1:
+            barrier()
+            if rank != 0:
+                return summary
+            cached.update(_read_caches(out))
+        _finish(output, plan, cached, config, summary)
+    except BaseException:
+        if output.writer is not None:
+            output.writer.abort()
+        raise
+    for path in _cache_paths(out):
+        path.unlink()
+    log.debug(summary.line())
+    return summary
+
+
+def _load_records(config: PairsConfig) -> list[PromptRecord]:
+    from mipo.prompts import load_prompts
+
+    return load_prompts(
         config.prompts,
         prompt_field=config.prompt_field,
         context_field=config.context_field,
@@ -96,28 +135,42 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
         split=config.split,
         limit=config.limit,
     )
-    model, tokenizer = _load(config, rank)
-    plan = _plan(records, config, tokenizer, _context_length(model, config))
-    cached = _read_caches(out)
-    summary = PairsSummary(path=out, dropped={"too long for the model": plan.skipped})
-    writer = None
-    done_ids: set[str] = set()
+
+
+def _load_engine(config: PairsConfig):
+    from mipo.backends import load_engine
+
+    device = config.device
+    if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = str(_partial_state().device)
+    return load_engine(config.backend, config.model, device=device, seed=config.seed)
+
+
+def _open_output(out: Path, config: PairsConfig, job: dict[str, Any], rank: int, world: int) -> _Output:
+    writer, done_ids = None, set()
     if rank == 0:
         from mipo.files import RowWriter
 
-        writer = RowWriter(out, resume=config.resume, overwrite=config.overwrite)
+        writer = RowWriter(out, resume=config.resume, overwrite=config.overwrite, fingerprint=job)
         done_ids = {row.get("prompt_id", row["id"]) for row in writer.existing}
     if world > 1:
         done_ids = _broadcast(done_ids)
-    needed = set()
-    for r in plan.records:
-        if r.id not in done_ids:
-            needed.add(_positive_key(r.id))
-            needed.update(plan.negatives[r.id])
-    # Chunks are cut from the whole plan, not from what is left, so a resumed chunk keeps its seed and rows.
-    chunks = [plan.order[c : c + config.chunk_size] for c in range(0, len(plan.order), config.chunk_size)]
+    return _Output(writer, done_ids)
+
+
+def _generate_chunks(
+    plan: _Plan, engine, config: PairsConfig, output: _Output, rank: int, world: int, summary: PairsSummary
+) -> dict[str, list[str]]:
+    """Generate this process's chunks of the units not known yet; returns every known unit's responses."""
     from tqdm.auto import tqdm
 
+    from mipo.files import output_error
+
+    out = Path(config.out)
+    cached = _read_caches(out)
+    needed = _needed_units(plan, output.done_ids)
+    # Chunks are cut from the whole plan, not from what is left, so a resumed chunk keeps its seed and rows.
+    chunks = [plan.order[c : c + config.chunk_size] for c in range(0, len(plan.order), config.chunk_size)]
     bar = tqdm(
         total=sum(len(ch) for c, ch in enumerate(chunks) if c % world == rank),
         desc=f"generating (process {rank})" if world > 1 else "generating",
@@ -125,44 +178,64 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
         disable=not config.progress,
     )
     cache_path = _cache_path(out, rank)
-    with cache_path.open("a", encoding="utf-8") as cache_file:
+    try:
+        cache_file = cache_path.open("a", encoding="utf-8")
+    except OSError as e:
+        raise output_error(cache_path, e) from None
+    with cache_file:
         for c, chunk in enumerate(chunks):
             if c % world != rank:
                 continue
             missing = [k for k in chunk if k in needed and k not in cached]
             if missing:
-                responses = _generate(
-                    model, tokenizer, [plan.conversations[k] for k in missing], config, c, summary
-                )
-                for key, texts in zip(missing, responses):
-                    cached[key] = texts
-                    cache_file.write(json.dumps({"key": key, "responses": texts}, ensure_ascii=False) + "\n")
-                cache_file.flush()
+                responses = _generate(engine, [plan.conversations[k] for k in missing], config, c, summary)
+                cached.update(zip(missing, responses))
+                _append_responses(cache_file, cache_path, missing, responses)
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{summary.stats.tokens_per_second:.0f}")
-            if writer is not None and world == 1:
-                _emit(writer, plan, cached, done_ids, config, summary)
+            if output.writer is not None and world == 1:
+                _emit(output, plan, cached, config, summary)
     bar.close()
-    if world > 1:
-        barrier()
-        if rank != 0:
-            return summary
-        cached.update(_read_caches(out))
-    _emit(writer, plan, cached, done_ids, config, summary)
-    missing_ids = [r.id for r in plan.records if r.id not in done_ids]
-    if missing_ids:  # cannot happen unless a cache file was removed mid-run; never finish a short output
-        writer.abort()
+    return cached
+
+
+def _needed_units(plan: _Plan, done_ids: set[str]) -> set[str]:
+    """The units whose responses the prompts not written yet need."""
+    needed = set()
+    for r in plan.records:
+        if r.id not in done_ids:
+            needed.add(_positive_key(r.id))
+            needed.update(plan.negatives[r.id])
+    return needed
+
+
+def _append_responses(cache_file, cache_path: Path, keys: list[str], responses: list[list[str]]) -> None:
+    from mipo.files import output_error
+
+    try:
+        for key, texts in zip(keys, responses):
+            cache_file.write(json.dumps({"key": key, "responses": texts}, ensure_ascii=False) + "\n")
+        cache_file.flush()
+    except OSError as e:
+        with contextlib.suppress(OSError):  # the retried flush of a full disk fails again
+            cache_file.close()
+        raise output_error(cache_path, e, kept=True) from None
+
+
+def _finish(
+    output: _Output, plan: _Plan, cached: dict[str, list[str]], config: PairsConfig, summary: PairsSummary
+) -> None:
+    """Write the last pairs and move the output into place; never finish a short output."""
+    _emit(output, plan, cached, config, summary)
+    missing_ids = [r.id for r in plan.records if r.id not in output.done_ids]
+    if missing_ids:  # cannot happen unless a cache file was removed mid-run
         raise MipoError(
             f"{len(missing_ids)} prompts have no responses (e.g. {missing_ids[0]}); rerun with --resume"
         )
-    summary.pairs = writer.count
+    summary.pairs = output.writer.count
     summary.prompts = len(plan.records)
     summary.dropped["with no negative (too few sentences)"] = plan.no_negative
-    writer.close()
-    for path in _cache_paths(out):
-        path.unlink()
-    log.debug(summary.line())
-    return summary
+    output.writer.close()
 
 
 def _processes() -> tuple[int, int, Callable[[], None]]:
@@ -189,15 +262,24 @@ def _broadcast(value: Any) -> Any:
     return box[0]
 
 
-def _check_output(out: Path, config: PairsConfig, rank: int, barrier: Callable[[], None]) -> None:
-    """Refuse to replace a finished output, or to restart over an interrupted one, unless asked."""
+def _check_output(
+    out: Path, config: PairsConfig, job: dict[str, Any], rank: int, barrier: Callable[[], None]
+) -> None:
+    """Refuse to replace an input or a finished output, to restart over an interrupted run unless asked, or
+    to resume another job's run (the fingerprint is written with the partial file, by ``RowWriter``)."""
+    from mipo.files import check_output_not_input, fingerprint_path
+    from mipo.fingerprint import check_resume
+
+    check_output_not_input(out, prompts=config.prompts)
     if out.exists() and not config.overwrite:
-        raise OutputExistsError(out)
+        raise OutputExistsError(out, resume=config.resume)
     leftovers = [p for p in [out.with_name(out.name + ".partial")] if p.exists()] + _cache_paths(out)
     if leftovers and not (config.resume or config.overwrite):
         raise MipoError(
             f"{leftovers[0]} holds an interrupted run; pass --resume to continue it or --overwrite to start again"
         )
+    if leftovers and config.resume:
+        check_resume(fingerprint_path(out), job, what=str(out))
     if config.overwrite and rank == 0:
         for path in leftovers:
             path.unlink()
@@ -214,162 +296,125 @@ def _cache_paths(out: Path) -> list[Path]:
 
 def _read_caches(out: Path) -> dict[str, list[str]]:
     """Responses of earlier chunks (of any process); a line cut by a kill is ignored and redone."""
+    from mipo.files import read_complete_lines
+
     cached: dict[str, list[str]] = {}
     for path in _cache_paths(out):
-        with path.open("rb") as f:
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError:
-                    break
-                cached[row["key"]] = row["responses"]
+        rows, _ = read_complete_lines(path)
+        cached.update((row["key"], row["responses"]) for row in rows)
     return cached
-
-
-def _load(config: PairsConfig, rank: int):
-    if config.backend == "vllm":
-        from mipo.generation import load_vllm
-        from mipo.models import load_tokenizer, resolve_model
-
-        return load_vllm(resolve_model(config.model), seed=config.seed), load_tokenizer(config.model)
-    from mipo.models import load_model
-
-    device = config.device
-    if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = str(_partial_state().device)
-    return load_model(config.model, device=device)
-
-
-def _context_length(model: Any, config: PairsConfig) -> int | None:
-    if config.backend == "vllm":
-        return model.llm_engine.model_config.max_model_len
-    model_config = model.config
-    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    return getattr(text_config, "max_position_embeddings", None)
 
 
 def _positive_key(record_id: str) -> str:
     return f"{record_id}\t+"
 
 
-def _plan(records: list[PromptRecord], config: PairsConfig, tokenizer, context_length: int | None) -> _Plan:
+def _plan(records: list[PromptRecord], config: PairsConfig, engine) -> _Plan:
+    """Keep the prompts that fit the model, draw their negatives, and lay out the units to generate."""
+    fits = _fit_check(engine, config)
+    kept = [r for r, ok in zip(records, fits([_conversation(r, config) for r in records])) if ok]
+    if len(kept) < len(records):
+        log.warning(
+            "skipping %d prompts longer than the model's context (with max_new_tokens)",
+            len(records) - len(kept),
+        )
+    negatives = _draw_negatives(kept, config)
+    plan = _units(kept, negatives, config)
+    plan.skipped += len(records) - len(kept)
+    _drop_unfit_negatives(plan, fits)
+    return plan
+
+
+def _conversation(record: PromptRecord, config: PairsConfig) -> Conversation:
+    return to_conversation(record, context_mode=config.context_mode)
+
+
+def _fit_check(engine, config: PairsConfig) -> Callable[[list[Conversation]], list[bool]]:
+    """Whether each conversation leaves room for ``max_new_tokens`` in the model's context."""
     from mipo.generation import encode_conversations
-    from mipo.negatives import (
-        drop_sentence_negatives,
-        incomplete_negative,
-        other_context_negatives,
-        random_negatives,
-    )
 
-    def conversation(record: PromptRecord) -> list[dict[str, str]]:
-        return to_conversation(record, context_mode=config.context_mode)
+    context_length = engine.context_length
 
-    def fits(conversations: list[list[dict[str, str]]]) -> list[bool]:
+    def fits(conversations: list[Conversation]) -> list[bool]:
         if context_length is None:
             return [True] * len(conversations)
-        lengths = [len(ids) for ids in encode_conversations(tokenizer, conversations)]
+        lengths = [len(ids) for ids in encode_conversations(engine.tokenizer, conversations)]
         return [n + config.max_new_tokens <= context_length for n in lengths]
 
-    source = str(config.prompts)
-    if config.strategy in ("incomplete", "other-context"):
-        for r in records:
-            if not r.context:
-                raise InputError(
-                    source,
-                    f"no context: strategy '{config.strategy}' needs one in every record",
-                    line=r.line,
-                    field=config.context_field,
-                )
-    ok = fits([conversation(r) for r in records])
-    kept = [r for r, good in zip(records, ok) if good]
-    skipped = len(records) - len(kept)
-    if skipped:
-        log.warning("skipping %d prompts longer than the model's context (with max_new_tokens)", skipped)
+    return fits
+
+
+def _draw_negatives(records: list[PromptRecord], config: PairsConfig) -> list[list[PromptRecord | int]]:
+    """The strategy's negatives for each record; a record that cannot get one is an error naming its line."""
+    strategy = STRATEGIES.get(config.strategy)
     try:
-        if config.strategy == "random":
-            picks = random_negatives(kept, seed=config.seed, count=config.negatives)
-            negative_records = None
-        elif config.strategy == "incomplete":
-            negative_records = [
-                [incomplete_negative(r, drop_system=config.drop_system)] * config.negatives for r in kept
-            ]
-        elif config.strategy == "other-context":
-            negative_records = other_context_negatives(kept, seed=config.seed, count=config.negatives)
-        else:
-            negative_records = drop_sentence_negatives(kept, seed=config.seed, count=config.negatives)
+        return strategy(records, random.Random(config.seed), config.negatives, config)
     except NegativeError as e:
-        line = kept[e.index].line if e.index is not None and kept else None
-        field_name = {"context": config.context_field}.get(e.field or "", config.prompt_field)
-        raise InputError(source, f"strategy '{config.strategy}': {e}", line=line, field=field_name) from None
-    conversations: dict[str, list[dict[str, str]]] = {}
-    negatives: dict[str, list[str]] = {}
-    order: list[str] = []
-    if negative_records is None:
-        for r in kept:
-            conversations[_positive_key(r.id)] = conversation(r)
-        for r, js in zip(kept, picks):
-            negatives[r.id] = [_positive_key(kept[j].id) for j in js]
-        order = [_positive_key(kept[i].id) for i in _cycle_order(picks)]
-    else:
-        negative_conversations = []
-        for r, negs in zip(kept, negative_records):
-            conversations[_positive_key(r.id)] = conversation(r)
-            order.append(_positive_key(r.id))
-            keys = []
-            for q, neg in enumerate(negs):
-                key = f"{r.id}\t-{q}"
-                conversations[key] = conversation(neg)
-                negative_conversations.append(key)
-                keys.append(key)
-                order.append(key)
-            negatives[r.id] = keys
-        # A negative prompt longer than the context (other-context) drops its prompt too.
-        too_long = {
-            k
-            for k, good in zip(
-                negative_conversations, fits([conversations[k] for k in negative_conversations])
-            )
-            if not good
-        }
-        if too_long:
-            bad_ids = {k.split("\t")[0] for k in too_long}
-            skipped += len(bad_ids)
-            kept = [r for r in kept if r.id not in bad_ids]
-            order = [k for k in order if k.split("\t")[0] not in bad_ids]
-        with_negative = [r for r in kept if negatives[r.id]]
-        keep_ids = {r.id for r in with_negative}
-        order = [k for k in order if k.split("\t")[0] in keep_ids]
-        return _Plan(
-            with_negative,
-            conversations,
-            order,
-            negatives,
-            skipped=skipped,
-            no_negative=len(kept) - len(with_negative),
-        )
-    return _Plan(kept, conversations, order, negatives, skipped=skipped)
+        line = records[e.index].line if e.index is not None and records else None
+        field_name = config.context_field if e.field == "context" else config.prompt_field
+        message = f"{e} (strategy '{config.strategy}')"
+        raise InputError(str(config.prompts), message, line=line, field=field_name) from None
 
 
-def _cycle_order(picks: list[list[int]]) -> list[int]:
-    """Records along their negatives' cycles, so a prompt's negative is generated soon after it."""
+def _units(
+    records: list[PromptRecord], negatives: list[list[PromptRecord | int]], config: PairsConfig
+) -> _Plan:
+    """One unit per record (its chosen responses) and per new negative prompt; a negative given as an index
+    reuses that record's unit. Units go in generation order (``_generation_order``)."""
+    conversations: dict[str, Conversation] = {}
+    negative_keys: dict[str, list[str]] = {}
+    own_units: dict[str, list[str]] = {}  # record id -> its positive and its new negative units
+    for record, record_negatives in zip(records, negatives):
+        positive = _positive_key(record.id)
+        conversations[positive] = _conversation(record, config)
+        own_units[record.id] = [positive]
+        negative_keys[record.id] = []
+        for q, negative in enumerate(record_negatives):
+            if isinstance(negative, int):
+                negative_keys[record.id].append(_positive_key(records[negative].id))
+                continue
+            key = f"{record.id}\t-{q}"
+            conversations[key] = _conversation(negative, config)
+            own_units[record.id].append(key)
+            negative_keys[record.id].append(key)
+    order = [key for i in _generation_order(negatives) for key in own_units[records[i].id]]
+    return _Plan(list(records), conversations, order, negative_keys)
+
+
+def _generation_order(negatives: list[list[PromptRecord | int]]) -> list[int]:
+    """Records in order, except that a record whose first negative reuses another record's response is
+    followed by that record (along the chain): a prompt's negative is generated soon after it."""
     order, seen = [], set()
-    for start in range(len(picks)):
-        i = start
-        while i not in seen:  # a duplicate text joins its first occurrence's cycle, and stops there
+    for start in range(len(negatives)):
+        i: int | None = start
+        while i is not None and i not in seen:  # a duplicate text joins its first occurrence's chain
             seen.add(i)
             order.append(i)
-            i = picks[i][0]
+            first = negatives[i][0] if negatives[i] else None
+            i = first if isinstance(first, int) else None
     return order
 
 
-def _generate(model, tokenizer, conversations, config: PairsConfig, chunk: int, summary: PairsSummary):
-    from mipo.generation import generate_responses
+def _drop_unfit_negatives(plan: _Plan, fits: Callable[[list[Conversation]], list[bool]]) -> None:
+    """Drop the prompts with a negative prompt longer than the context, then those left with no negative."""
+    new_units = [k for k in plan.order if not k.endswith("\t+")]
+    too_long = {
+        k.split("\t")[0]
+        for k, ok in zip(new_units, fits([plan.conversations[k] for k in new_units]))
+        if not ok
+    }
+    plan.skipped += len(too_long)
+    fitting = [r for r in plan.records if r.id not in too_long]
+    plan.records = [r for r in fitting if plan.negatives[r.id]]
+    plan.no_negative = len(fitting) - len(plan.records)
+    needed = _needed_units(plan, set())
+    plan.order = [k for k in plan.order if k in needed]
 
-    return generate_responses(
-        model,
-        tokenizer,
+
+def _generate(
+    engine, conversations: list[Conversation], config: PairsConfig, chunk: int, summary: PairsSummary
+):
+    return engine.generate(
         conversations,
         num_samples=config.samples,
         temperature=config.temperature,
@@ -379,61 +424,64 @@ def _generate(model, tokenizer, conversations, config: PairsConfig, chunk: int, 
         batch_size=config.batch_size,
         progress=False,
         stats=summary.stats,
-        backend=config.backend,
     )
 
 
 def _emit(
-    writer,
-    plan: _Plan,
-    cached: dict[str, list[str]],
-    done_ids: set[str],
-    config: PairsConfig,
-    summary: PairsSummary,
+    output: _Output, plan: _Plan, cached: dict[str, list[str]], config: PairsConfig, summary: PairsSummary
 ) -> None:
     """Write the pairs of every prompt whose responses are all known and that is not written yet."""
     for record in plan.records:
-        if record.id in done_ids:
-            continue
         keys = [_positive_key(record.id), *plan.negatives[record.id]]
-        if not all(k in cached for k in keys):
+        if record.id in output.done_ids or not all(k in cached for k in keys):
             continue
-        done_ids.add(record.id)
-        chosen_texts = cached[keys[0]]
+        output.done_ids.add(record.id)
         several = config.samples * len(plan.negatives[record.id]) > 1
-        for s, chosen in enumerate(chosen_texts):
+        for s, chosen in enumerate(cached[keys[0]]):
             for q, negative_key in enumerate(plan.negatives[record.id]):
                 rejected = cached[negative_key][s]
-                if not chosen or not rejected:
-                    summary.dropped["empty response"] = summary.dropped.get("empty response", 0) + 1
+                why_not = "empty response" if not chosen or not rejected else None
+                if chosen == rejected and not why_not:
+                    why_not = "identical chosen and rejected"
+                if why_not:
+                    summary.dropped[why_not] = summary.dropped.get(why_not, 0) + 1
                     continue
-                if chosen == rejected:
-                    summary.dropped["identical chosen and rejected"] = (
-                        summary.dropped.get("identical chosen and rejected", 0) + 1
-                    )
-                    continue
-                writer.write(
-                    {
-                        "id": f"{record.id}-{s}-{q}" if several else record.id,
-                        "prompt_id": record.id,
-                        "prompt": plan.conversations[keys[0]],
-                        "chosen": [{"role": "assistant", "content": chosen}],
-                        "rejected": [{"role": "assistant", "content": rejected}],
-                        "negative_prompt": plan.conversations[negative_key],
-                        "strategy": config.strategy,
-                        "model": config.model,
-                        "seed": config.seed,
-                        "generation": {
-                            "temperature": config.temperature,
-                            "top_p": config.top_p,
-                            "max_new_tokens": config.max_new_tokens,
-                            "samples": config.samples,
-                            "negatives": config.negatives,
-                            "backend": config.backend,
-                            "context_mode": config.context_mode,
-                        },
-                    }
+                row_id = f"{record.id}-{s}-{q}" if several else record.id
+                output.writer.write(
+                    _pair_row(row_id, record, plan, keys[0], negative_key, chosen, rejected, config)
                 )
+
+
+def _pair_row(
+    row_id: str,
+    record: PromptRecord,
+    plan: _Plan,
+    positive_key: str,
+    negative_key: str,
+    chosen: str,
+    rejected: str,
+    config: PairsConfig,
+) -> dict[str, Any]:
+    return {
+        "id": row_id,
+        "prompt_id": record.id,
+        "prompt": plan.conversations[positive_key],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "negative_prompt": plan.conversations[negative_key],
+        "strategy": config.strategy,
+        "model": config.model,
+        "seed": config.seed,
+        "generation": {
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "max_new_tokens": config.max_new_tokens,
+            "samples": config.samples,
+            "negatives": config.negatives,
+            "backend": config.backend,
+            "context_mode": config.context_mode,
+        },
+    }
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mipo.errors import ConfigError, InputError, MipoError
-from mipo.files import read_jsonl
+from mipo.files import TEXT_ENCODING, read_jsonl, read_parquet_rows
 
 Message = dict[str, str]
 CONTEXT_MODES = ("system", "prefix")
@@ -103,7 +103,7 @@ def _read_rows(source: str, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
     elif suffix in (".csv", ".tsv"):
         yield from _csv_rows(path, "\t" if suffix == ".tsv" else ",")
     elif suffix == ".parquet":
-        yield from _parquet_rows(path)
+        yield from read_parquet_rows(path)
     else:
         raise InputError(path, f"unknown file type '{suffix}': use .jsonl, .json, .csv, .tsv or .parquet")
 
@@ -112,14 +112,14 @@ def _looks_like_jsonl(path: Path) -> bool:
     if path.suffix.lower() != ".json":
         return False
     with path.open("rb") as f:
-        return f.read(64).lstrip()[:1] == b"{"
+        return f.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"{"
 
 
 def _json_array_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     import json
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding=TEXT_ENCODING))
     except UnicodeDecodeError as e:
         raise InputError(path, f"not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
     except json.JSONDecodeError as e:
@@ -134,7 +134,7 @@ def _json_array_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        with path.open("r", encoding="utf-8", newline="") as f:
+        with path.open("r", encoding=TEXT_ENCODING, newline="") as f:
             reader = csv.DictReader(f, delimiter=delimiter)
             for row in reader:
                 # Empty cells mean "no value"; the line is where the row starts (the header is line 1).
@@ -143,16 +143,6 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]
         raise InputError(path, f"not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
     except csv.Error as e:
         raise InputError(path, f"malformed CSV: {e}") from None
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for a broken file
-        raise InputError(path, f"cannot read Parquet: {e}") from None
-    yield from enumerate(table.to_pylist(), start=1)
 
 
 def _load_from_disk(path: Path, split: str):
@@ -199,6 +189,9 @@ def _to_record(
     def fail(field_name: str, message: str) -> InputError:
         return InputError(source, message, line=line, field=field_name)
 
+    if prompt_field not in row:
+        found = ", ".join(map(str, row)) or "none"
+        raise fail(prompt_field, f"missing or empty prompt (fields found: {found}); pass --prompt-field NAME")
     prompt = row.get(prompt_field)
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()) or prompt == []:
         raise fail(prompt_field, "missing or empty prompt")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from mipo.errors import ConfigError
@@ -61,6 +61,13 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         self.load()
         return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        """The known names, so a registry serves as an argparse ``choices`` (a typo lists them)."""
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
 
     def load(self) -> None:
         """Import the built-in modules and the ``mipo.<group>`` entry points, once."""

@@ -30,66 +30,48 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     """Write one row per prompt of ``config.prompts`` with the model's response(s); returns the path."""
     from tqdm.auto import tqdm
 
-    from mipo.files import RowWriter
-    from mipo.generation import generate_responses
-    from mipo.prompts import load_prompts, to_conversation
+    from mipo.backends import load_engine
+    from mipo.files import RowWriter, check_output_not_input
+    from mipo.prompts import to_conversation
 
     stats = stats if stats is not None else GenerationStats()
-    records = load_prompts(
-        config.prompts,
-        prompt_field=config.prompt_field,
-        context_field=config.context_field,
-        id_field=config.id_field,
-        system_field=config.system_field,
-        split=config.split,
-        limit=config.limit,
+    check_output_not_input(config.out, prompts=config.prompts)
+    records = _load_records(config)
+    writer = RowWriter(
+        config.out, resume=config.resume, overwrite=config.overwrite, fingerprint=config.fingerprint()
     )
-    writer = RowWriter(config.out, resume=config.resume, overwrite=config.overwrite)
     try:
         done = {str(row["id"]) for row in writer.existing}
-        todo = [r for r in records if r.id not in done]
-        model, tokenizer = _load(config)
-        bar = tqdm(total=len(todo), desc="sampling", unit="prompt", disable=not config.progress)
-        for first in range(0, len(todo), config.chunk_size):
-            chunk = todo[first : first + config.chunk_size]
+        # Chunks are cut from all the records, not from those left, and a chunk cut by a kill is generated
+        # again whole: a resumed chunk keeps its seed and its batches, so its rows are those of one run.
+        chunks = [records[c : c + config.chunk_size] for c in range(0, len(records), config.chunk_size)]
+        engine = load_engine(config.backend, config.model, device=config.device, seed=config.seed)
+        bar = tqdm(
+            total=len(records), initial=len(done), desc="sampling", unit="prompt", disable=not config.progress
+        )
+        for number, chunk in enumerate(chunks):
+            if all(r.id in done for r in chunk):
+                continue
             conversations = [
                 to_conversation(r, context_mode=config.context_mode, with_context=config.with_context)
                 for r in chunk
             ]
-            responses = generate_responses(
-                model,
-                tokenizer,
+            responses = engine.generate(
                 conversations,
                 num_samples=config.samples,
                 temperature=config.temperature,
                 top_p=config.top_p,
                 max_new_tokens=config.max_new_tokens,
-                seed=config.seed * 100_003 + first // config.chunk_size,
+                seed=config.seed * 100_003 + number,
                 batch_size=config.batch_size,
                 progress=False,
                 stats=stats,
-                backend=config.backend,
             )
             for record, conversation, texts in zip(chunk, conversations, responses):
-                writer.write(
-                    {
-                        "id": record.id,
-                        "prompt": conversation,
-                        "responses": texts,
-                        "response": texts[0],
-                        "answer": record.answer,
-                        "model": config.model,
-                        "seed": config.seed,
-                        "generation": {
-                            "temperature": config.temperature,
-                            "top_p": config.top_p,
-                            "max_new_tokens": config.max_new_tokens,
-                            "samples": config.samples,
-                            "backend": config.backend,
-                        },
-                    }
-                )
-            bar.update(len(chunk))
+                if record.id in done:
+                    continue
+                writer.write(_sample_row(record, conversation, texts, config))
+            bar.update(sum(r.id not in done for r in chunk))
             bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
         bar.close()
     except BaseException:
@@ -100,15 +82,37 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     return path
 
 
-def _load(config: SampleConfig):
-    if config.backend == "vllm":
-        from mipo.generation import load_vllm
-        from mipo.models import resolve_model
+def _load_records(config: SampleConfig):
+    from mipo.prompts import load_prompts
 
-        return load_vllm(resolve_model(config.model), seed=config.seed), None
-    from mipo.models import load_model
+    return load_prompts(
+        config.prompts,
+        prompt_field=config.prompt_field,
+        context_field=config.context_field,
+        id_field=config.id_field,
+        system_field=config.system_field,
+        split=config.split,
+        limit=config.limit,
+    )
 
-    return load_model(config.model, device=config.device)
+
+def _sample_row(record, conversation, texts: list[str], config: SampleConfig) -> dict:
+    return {
+        "id": record.id,
+        "prompt": conversation,
+        "responses": texts,
+        "response": texts[0],
+        "answer": record.answer,
+        "model": config.model,
+        "seed": config.seed,
+        "generation": {
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "max_new_tokens": config.max_new_tokens,
+            "samples": config.samples,
+            "backend": config.backend,
+        },
+    }
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

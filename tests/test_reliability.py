@@ -1,0 +1,254 @@
+"""Nothing lost (issue 13): resumes that check what they resume, overwrites that never eat inputs or old
+outputs, bad inputs and OS errors as one line with exit code 2, and SIGKILL + ``--resume`` at random points
+giving the bytes of an uninterrupted run. docs/reliability.md counts what this file covers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mipo.files import RowWriter
+
+SRC = Path(__file__).parents[1] / "src"
+
+
+def write_prompts(path: Path, n: int = 6, *, first: int = 0) -> Path:
+    rows = [
+        {"id": f"q{i}", "prompt": f"Question {i}: what is {i} plus {i}?", "context": f"I am user {i % 3}."}
+        for i in range(first, first + n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def args(command: str, model: Path, prompts: Path, out: Path | str, *extra: str) -> list:
+    """``mipo COMMAND`` on the tiny model, 4 new tokens, flushed every 2 prompts."""
+    common = ["--max-new-tokens", "4", "--chunk-size", "2", "--no-progress"]
+    return [command, "--model", model, "--prompts", prompts, "--out", out, *common, *extra]
+
+
+def interrupt_after_rows(monkeypatch, rows: int) -> None:
+    """Make the next run stop with Ctrl-C once ``rows`` rows are flushed (as a user interrupting it)."""
+    real_write = RowWriter.write
+
+    def write(self, row):
+        if self.count >= rows:
+            raise KeyboardInterrupt
+        real_write(self, row)
+
+    monkeypatch.setattr(RowWriter, "write", write)
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("mipo ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_resume_of_another_job_is_refused_naming_what_differs(
+    command, tmp_path, tiny_model_dir, cli, monkeypatch
+):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "out.jsonl"
+    interrupt_after_rows(monkeypatch, 2)
+    code, _, _ = cli(*args(command, tiny_model_dir, prompts, out))
+    monkeypatch.undo()
+    partial = tmp_path / "out.jsonl.partial"
+    assert code == 130 and partial.exists()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("out.jsonl.*")}
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--seed", "1", "--resume"))
+    assert code == 2 and "seed: 0 -> 1" in one_error_line(err)
+    other = write_prompts(tmp_path / "other.jsonl", first=10)
+    code, _, err = cli(*args(command, tiny_model_dir, other, out, "--temperature", "1", "--resume"))
+    line = one_error_line(err)
+    assert code == 2 and "prompts: sha256:" in line and "temperature: 0.1 -> 1.0" in line
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("out.jsonl.*")} == before  # untouched
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--resume"))
+    assert code == 0 and not partial.exists() and not list(tmp_path.glob("out.jsonl.*"))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == [f"q{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_output_that_is_an_input_is_refused_before_anything_is_touched(
+    command, tmp_path, tiny_model_dir, cli
+):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    before = prompts.read_bytes()
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, prompts, "--overwrite"))
+    assert code == 2 and f"would replace the input --prompts {prompts}" in one_error_line(err)
+    assert prompts.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_finished(
+    command, tmp_path, tiny_model_dir, cli, monkeypatch
+):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "out.jsonl"
+    assert cli(*args(command, tiny_model_dir, prompts, out))[0] == 0
+    old = out.read_bytes()
+    interrupt_after_rows(monkeypatch, 1)
+    code, _, _ = cli(*args(command, tiny_model_dir, prompts, out, "--overwrite", "--seed", "3"))
+    assert code == 130 and out.read_bytes() == old  # the failed overwrite left the old output whole
+    monkeypatch.undo()
+    assert cli(*args(command, tiny_model_dir, prompts, out, "--overwrite", "--seed", "3"))[0] == 0
+    assert out.read_bytes() != old
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_bad_limits_and_unwritable_outputs_are_one_line(command, tmp_path, tiny_model_dir, cli):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "out.jsonl"
+    for limit in ("0", "-3"):
+        code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--limit", limit))
+        assert code == 2 and f"limit must be at least 1, got {limit}" in one_error_line(err)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for bad in ("/proc/mipo-test.jsonl", "/proc/mipo-test/x.jsonl", str(a_file / "x.jsonl")):
+        code, _, err = cli(*args(command, tiny_model_dir, prompts, bad))
+        line = one_error_line(err)
+        assert code == 2 and bad.rsplit("/", 1)[0] in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_resume_of_a_finished_output_says_it_is_finished(command, tmp_path, tiny_model_dir, cli):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "out.jsonl"
+    assert cli(*args(command, tiny_model_dir, prompts, out))[0] == 0
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--resume"))
+    line = one_error_line(err)
+    assert code == 2 and "is a finished run: there is nothing to resume" in line and "--overwrite" in line
+
+
+def test_csv_without_the_prompt_column_names_the_columns_found(tmp_path, tiny_model_dir, cli):
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("\ufeffid,question\n1,Hi?\n2,Ho?\n", encoding="utf-8")
+    code, _, err = cli(*args("sample", tiny_model_dir, prompts, tmp_path / "o.jsonl"))
+    line = one_error_line(err)
+    assert (
+        code == 2
+        and f"{prompts}:2: field 'prompt': missing or empty prompt (fields found: id, question)" in line
+    )
+
+
+# --- SIGKILL at random points, then --resume: the bytes of an uninterrupted run --------------------------
+
+KILL_POINTS = 3  # per command; docs/reliability.md quotes this number
+
+
+def progress_lines(out: Path) -> int:
+    """Rows and cached responses flushed so far (the files a kill leaves behind)."""
+    total = 0
+    for path in out.parent.glob(out.name + ".*partial"):
+        total += path.read_bytes().count(b"\n")
+    return total
+
+
+def run_killed_at(argv: list[str], out: Path, target: int) -> bool:
+    """Run ``mipo ARGV`` and SIGKILL it once ``target`` lines are flushed; False if it finished first."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mipo", *map(str, argv)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    while proc.poll() is None:
+        if progress_lines(out) >= target:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    return False
+
+
+@pytest.mark.parametrize("command,units", [("pairs", 2), ("sample", 1)])
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_bytes(
+    command, units, tmp_path, tiny_model_dir, cli
+):
+    n = 16
+    prompts = write_prompts(tmp_path / "p.jsonl", n=n)
+    full = tmp_path / "full.jsonl"
+    assert cli(*args(command, tiny_model_dir, prompts, full, "--temperature", "1"))[0] == 0
+    out = tmp_path / "killed.jsonl"
+    # pairs flush a cached response and a row per prompt, sample a row: kill somewhere inside that.
+    targets = sorted(random.Random(f"kill-{command}").sample(range(1, units * n), KILL_POINTS))
+    kills = 0
+    for k, target in enumerate(targets):
+        resume = ["--resume"] if k else []
+        kills += run_killed_at(
+            args(command, tiny_model_dir, prompts, out, "--temperature", "1", *resume), out, target
+        )
+        if out.exists():
+            break
+    assert kills >= 1
+    if not out.exists():
+        code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--temperature", "1", "--resume"))
+        assert code == 0, err
+    assert out.read_bytes() == full.read_bytes()
+    assert not list(tmp_path.glob("killed.jsonl.*"))
+
+
+# --- a full disk: one line, then --resume on more space gives the uninterrupted bytes ---------------------
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path):
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip() or 'not root'})")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_full_disk_is_one_line_and_the_flushed_rows_resume(
+    command, small_tmpfs, tmp_path, tiny_model_dir, cli
+):
+    prompts = write_prompts(tmp_path / "p.jsonl", n=24)
+    full = tmp_path / "full.jsonl"
+    assert cli(*args(command, tiny_model_dir, prompts, full, "--temperature", "1"))[0] == 0
+    out = small_tmpfs / "out.jsonl"
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--temperature", "1"))
+    line = one_error_line(err)
+    assert code == 2 and "No space left on device" in line and str(small_tmpfs) in line, line
+    subprocess.run(["mount", "-o", "remount,size=1m", str(small_tmpfs)], check=True)
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--temperature", "1", "--resume"))
+    assert code == 0, err
+    assert out.read_bytes() == full.read_bytes()
+
+
+def test_read_only_file_system_is_one_line(small_tmpfs, tmp_path, tiny_model_dir, cli):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = small_tmpfs / "out.jsonl"
+    code, _, err = cli(*args("pairs", tiny_model_dir, prompts, out))
+    line = one_error_line(err)
+    assert code == 2 and str(small_tmpfs) in line and "Read-only file system" in line
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_a_bad_prompts_file_leaves_no_file_behind(command, tmp_path, tiny_model_dir, cli):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Hi?"}\n{"prompt": 3}\n', encoding="utf-8")
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, tmp_path / "out" / "o.jsonl"))
+    assert code == 2 and f"{prompts}:2: field 'prompt'" in one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
