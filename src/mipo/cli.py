@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "score a model (and a baseline, paired) on prefs, gsm8k, arc, mmlu, pmi or your file",
     ),
     "pmi": (
-        "mipo.pmi",
+        "mipo.pmi_command",
         "measure the objective: pointwise mutual information of responses with their prompts",
     ),
     "run": (

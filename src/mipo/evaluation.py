@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mipo import __version__
+from mipo.backends import BACKENDS
 from mipo.config import option, require, to_dict
 from mipo.errors import ConfigError, MipoError
 from mipo.models import DEFAULT_MODEL
@@ -80,6 +81,9 @@ class ScoringSettings:
     n_bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals")
     confidence: float = option(0.95, "confidence level of the intervals")
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when available)")
+    backend: str = option(
+        "hf", "generation engine (mipo.backends; log-prob scoring needs hf)", choices=BACKENDS
+    )
     overwrite: bool = option(False, "replace an existing results.json in --out")
     resume: bool = option(
         False,
@@ -184,7 +188,7 @@ def evaluate(config: EvalConfig) -> Path:
         )
     job = plan(config, load_tasks(config))
     start_partial(config, job)
-    slot = _ModelSlot(config.device)
+    slot = _ModelSlot(config.device, config.backend)
     runs, from_cache = run_models(config, job, slot)
     pmi_extra = score_pmi_tasks(config, job, runs, from_cache, slot)
     store_baseline_cache(job, runs, from_cache)
@@ -300,13 +304,13 @@ def run_models(config: EvalConfig, job: Job, slot: _ModelSlot) -> tuple[Runs, se
         for task in job.tasks:
             if role in runs[task.name]:
                 continue
-            model, tokenizer = slot.get(name)
+            engine = slot.get(name)
             log.info("%s: %s on %d items", task.name, role, len(task.items))
-            runs[task.name][role] = run_model(config, job, task, model, tokenizer, role)
+            runs[task.name][role] = run_model(config, job, task, engine, role)
     for task in job.tasks:
         if task.kind == "pmi" and "baseline" not in runs[task.name] and job.compared[task.name]:
             log.info("pmi: the reference model's own responses, for comparison")
-            runs[task.name]["baseline"] = run_model(config, job, task, *slot.get(job.reference), "baseline")
+            runs[task.name]["baseline"] = run_model(config, job, task, slot.get(job.reference), "baseline")
     return runs, from_cache
 
 
@@ -316,7 +320,9 @@ def score_pmi_tasks(config: EvalConfig, job: Job, runs: Runs, from_cache: set[st
     for task in job.tasks:
         if task.kind == "pmi":
             scored = {"baseline"} if task.name in from_cache else set()
-            pmi_extra = score_pmi(config, task, runs[task.name], *slot.get(job.reference), scored=scored)
+            pmi_extra = score_pmi(
+                config, task, runs[task.name], *hf_model(slot.get(job.reference)), scored=scored
+            )
     return pmi_extra
 
 
@@ -332,12 +338,12 @@ def store_baseline_cache(job: Job, runs: Runs, from_cache: set[str]) -> None:
 # --- one model on one task --------------------------------------------------------------------------
 
 
-def run_model(config: EvalConfig, job: Job, task: Task, model, tokenizer, role: str) -> dict[int, Rows]:
+def run_model(config: EvalConfig, job: Job, task: Task, engine, role: str) -> dict[int, Rows]:
     """Per seed, one row per item: ``{id, seed, prompt, response, extracted, verdict, score, ...}``."""
     conversations = [item.messages(config.context_mode) for item in task.items]
     if task.kind == "choice" and config.mc_mode == "loglik":
-        return {config.seeds[0]: score_choices_by_loglik(config, task, conversations, model, tokenizer)}
-    batches = length_sorted_batches(tokenizer, conversations, config.batch_size)
+        return {config.seeds[0]: score_choices_by_loglik(config, task, conversations, *hf_model(engine))}
+    batches = length_sorted_batches(engine.tokenizer, conversations, config.batch_size)
     deterministic = config.sampling_temperature == 0
     return {
         seed: run_seed(
@@ -345,7 +351,7 @@ def run_model(config: EvalConfig, job: Job, task: Task, model, tokenizer, role: 
             task,
             conversations,
             batches,
-            (model, tokenizer),
+            engine,
             role,
             seed,
             partial_file(job, task, role, seed),
@@ -382,14 +388,13 @@ def length_sorted_batches(tokenizer, conversations, batch_size: int) -> list[lis
     return [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
 
 
-def run_seed(config, task: Task, conversations, batches, loaded, role: str, seed: int, partial: Path) -> Rows:
+def run_seed(config, task: Task, conversations, batches, engine, role: str, seed: int, partial: Path) -> Rows:
     """Generate and score one seed, batch by batch; with ``config.resume`` saved batches are read back."""
     from tqdm.auto import tqdm
 
     from mipo.files import RowWriter
     from mipo.generation import GenerationStats
 
-    model, tokenizer = loaded
     writer = RowWriter(partial, resume=config.resume, overwrite=True)
     done = {entry["index"]: entry["row"] for entry in writer.existing}
     stats = GenerationStats()
@@ -403,7 +408,7 @@ def run_seed(config, task: Task, conversations, batches, loaded, role: str, seed
     for number, batch in enumerate(batches):
         if all(i in done for i in batch):
             continue  # finished before an interruption
-        replies = generate(config, model, tokenizer, [conversations[i] for i in batch], seed, number, stats)
+        replies = generate(config, engine, [conversations[i] for i in batch], seed, number, stats)
         for i, response in zip(batch, replies):
             done[i] = score_row(task, task.items[i], conversations[i], response, seed)
             writer.write({"index": i, "row": done[i]})
@@ -414,13 +419,9 @@ def run_seed(config, task: Task, conversations, batches, loaded, role: str, seed
     return [done[i] for i in range(len(task.items))]
 
 
-def generate(config, model, tokenizer, conversations, seed: int, first_batch: int, stats) -> list[str]:
+def generate(config, engine, conversations, seed: int, first_batch: int, stats) -> list[str]:
     """One batch of replies, one per conversation: the only place evaluation calls a generation engine."""
-    from mipo.generation import generate_responses
-
-    responses = generate_responses(
-        model,
-        tokenizer,
+    responses = engine.generate(
         conversations,
         temperature=config.sampling_temperature,
         top_p=config.top_p,
@@ -616,34 +617,43 @@ def summary(config: EvalConfig, task: Task, by_seed: dict[int, Rows]) -> dict[st
 
 
 class _ModelSlot:
-    """Holds one loaded model at a time, so a 7B model and its baseline never share memory."""
+    """Holds one loaded engine at a time, so a 7B model and its baseline never share memory."""
 
-    def __init__(self, device: str | None):
-        self.device, self.name, self.loaded = device, None, None
+    def __init__(self, device: str | None, backend: str = "hf"):
+        self.device, self.backend, self.name, self.loaded = device, backend, None, None
 
     def get(self, name: str):
         if name != self.name:
-            from mipo.models import load_model
+            from mipo.backends import load_engine
 
             self.loaded = None
             gc.collect()
             log.info("loading %s", name)
-            self.loaded = load_model(name, device=self.device)
+            self.loaded = load_engine(self.backend, name, device=self.device)
             self.name = name
         return self.loaded
 
 
+def hf_model(engine) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a transformers engine: log-prob scoring (pmi, loglik) runs the model itself."""
+    if not hasattr(engine, "model"):
+        raise ConfigError(
+            "pmi and --mc-mode loglik score log-probabilities with the model itself: use --backend hf"
+        )
+    return engine.model, engine.tokenizer
+
+
 def model_identity(name: str) -> dict[str, Any]:
-    from mipo.models import _adapter_base, resolve_model
+    from mipo.models import adapter_base, resolve_model
 
     source = resolve_model(name)
-    return {"name": name, "source": source, "adapter_base": _adapter_base(source)}
+    return {"name": name, "source": source, "adapter_base": adapter_base(source)}
 
 
 def default_reference(config: ScoringSettings) -> str:
-    from mipo.models import _adapter_base, resolve_model
+    from mipo.models import adapter_base, resolve_model
 
-    return config.reference or config.baseline or _adapter_base(resolve_model(config.model)) or config.model
+    return config.reference or config.baseline or adapter_base(resolve_model(config.model)) or config.model
 
 
 def items_identity(task: Task) -> list[list[Any]]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mipo.scoring import Conversation, encode_response, sequence_logprobs  # noqa: F401  (encode_response moved: mipo.scoring)
+from mipo.scoring import Conversation, sequence_logprobs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -108,12 +108,3 @@ def pmi_scores(
         value = pmi_from_logprobs([own], [other])[0]
         rows.append({"pmi": value, "logp": own, "logp_marginal": own - value})
     return rows
-
-
-def __getattr__(name: str):
-    # moved: the `mipo pmi` command is mipo.pmi_command (cli.py still names this module until the merge)
-    if name in ("configure_parser", "main"):
-        from mipo import pmi_command
-
-        return getattr(pmi_command, name)
-    raise AttributeError(f"module 'mipo.pmi' has no attribute {name!r}")

@@ -7,16 +7,13 @@ from collections import Counter
 
 import pytest
 
-from mipo.negatives import (
-    NegativeError,
-    cyclic_derangement,
-    drop_sentence,
-    drop_sentence_negatives,
-    incomplete_negative,
-    other_context_negatives,
-    random_negatives,
-)
 from mipo.prompts import PromptRecord
+from mipo.strategies import NegativeError
+from mipo.strategies._derangement import cyclic_derangement
+from mipo.strategies.drop_sentence import drop_sentence, drop_sentence_negatives
+from mipo.strategies.incomplete import incomplete_negative
+from mipo.strategies.other_context import other_context_negatives
+from mipo.strategies.random_prompt import random_negatives
 
 
 def records(texts, groups=None, contexts=None):
