@@ -359,7 +359,7 @@ def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
     real, calls = generation.generate_responses, []
 
     def killed_after_two_batches(*args, **kwargs):
-        calls.append(kwargs["first_batch"])
+        calls.append(len(args[2]))  # the conversations of this batch
         if len(calls) > 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
@@ -375,11 +375,11 @@ def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
         evaluate(EvalConfig(out=str(out), **common))
 
     monkeypatch.setattr(
-        generation, "generate_responses", lambda *a, **k: calls.append(k["first_batch"]) or real(*a, **k)
+        generation, "generate_responses", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k)
     )
     calls.clear()
     resumed = json.loads(evaluate(EvalConfig(out=str(out), resume=True, **common)).read_text())
-    assert calls == [2]  # batches 0 and 1 were read back; only the last one (1 item) ran
+    assert calls == [1]  # batches 0 and 1 were read back; only the last one (1 item) ran
     assert _read_rows(out / "examples" / "prefs.model.jsonl") == whole_rows
     assert resumed["tasks"]["prefs"]["model"]["mean"] == whole["tasks"]["prefs"]["model"]["mean"]
     assert not (out / "partial").exists()
@@ -392,7 +392,7 @@ def _interrupted_run(cli, tiny_model_dir, out, monkeypatch, *extra):
     real, calls = generation.generate_responses, []
 
     def interrupted_after_one_batch(*args, **kwargs):
-        calls.append(kwargs["first_batch"])
+        calls.append(len(args[2]))
         if len(calls) > 1:
             raise KeyboardInterrupt
         return real(*args, **kwargs)

@@ -44,7 +44,7 @@ def test_a_strategy_from_outside_runs_through_mipo_pairs(tmp_path, tiny_model_di
         out = tmp_path / "pairs.jsonl"
         code, stdout, err = cli(
             "pairs", "--model", tiny_model_dir, "--prompts", prompts, "--out", out,
-            "--strategy", "shuffled-words", "--max-new-tokens", "3", "--no-progress",
+            "--strategy", "shuffled-words", "--max-new-tokens", "8", "--no-progress",
         )  # fmt: skip
         assert code == 0, err
         assert "wrote 4 pairs from 4 prompts" in stdout

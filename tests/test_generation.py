@@ -87,23 +87,22 @@ def test_sampling_is_seeded_and_keeps_input_order(tiny):
         assert alone == [batched[k]]
 
 
-def test_one_batch_at_a_time_with_first_batch_equals_one_call(tiny):
-    # What `mipo eval` relies on to save rows batch by batch: same batches, same random streams.
-    from mipo.generation import encode_conversations, generate_responses
+def test_a_reply_depends_on_its_prompt_and_seed_only_not_on_batches_calls_or_workers(tiny):
+    # What `mipo eval` (saving batch by batch), `mipo pairs` (chunks) and decode workers rely on.
+    from mipo.generation import generate_responses
 
     model, tokenizer = tiny
-    lengths = [len(ids) for ids in encode_conversations(tokenizer, conversations())]
-    ordered = [QUESTIONS[i] for i in sorted(range(len(QUESTIONS)), key=lambda i: lengths[i])]
-    kwargs = dict(temperature=1.0, top_p=0.9, max_new_tokens=8, progress=False, batch_size=2, seed=5)
-    whole = generate_responses(model, tokenizer, conversations(ordered), **kwargs)
+    kwargs = dict(temperature=0.1, top_p=0.9, max_new_tokens=8, num_samples=2, progress=False, seed=5)
+    whole = generate_responses(model, tokenizer, conversations(), batch_size=5, workers=1, **kwargs)
+    assert generate_responses(model, tokenizer, conversations(), batch_size=2, workers=2, **kwargs) == whole
+    assert generate_responses(model, tokenizer, conversations(), batch_size=1, workers=3, **kwargs) == whole
     pieces = [
-        response
-        for b, first in enumerate(range(0, len(ordered), 2))
-        for response in generate_responses(
-            model, tokenizer, conversations(ordered[first : first + 2]), first_batch=b, **kwargs
-        )
+        replies
+        for q in reversed(QUESTIONS)
+        for replies in generate_responses(model, tokenizer, conversations([q]), workers=1, **kwargs)
     ]
-    assert pieces == whole
+    assert pieces[::-1] == whole
+    assert len({r for replies in whole for r in replies}) > len(QUESTIONS)  # the two samples differ
 
 
 def test_top_p_samples_only_the_nucleus_with_and_without_the_top_k_shortcut(monkeypatch):
@@ -115,11 +114,15 @@ def test_top_p_samples_only_the_nucleus_with_and_without_the_top_k_shortcut(monk
     logits = probs.log()
     for k in (4, 1):  # k=1 leaves the nucleus outside the candidates: the full sort must take over
         monkeypatch.setattr(generation, "TOP_K_CANDIDATES", k)
-        gen = torch.Generator().manual_seed(0)
-        picked = generation._pick_tokens(logits, 1.0, 0.7, gen)
+        uniforms = torch.rand(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        picked = generation._pick_tokens(logits, 1.0, 0.7, uniforms)
         counts = torch.bincount(picked, minlength=4).tolist()
         assert counts[2] == counts[3] == 0 and counts[0] > counts[1] > 0  # nucleus {0, 1}: mass 0.8 >= 0.7
-    assert generation._pick_tokens(logits[:2], 0.0, 0.9, gen).tolist() == [0, 0]
+        assert 0.55 < counts[0] / 400 < 0.7  # 0.5 / 0.8 = 0.625 of the draws
+    assert generation._pick_tokens(logits[:2], 0.0, 0.9, None).tolist() == [0, 0]
+    # the inverse CDF at the edges: a draw of 0 picks the most likely token, one just under 1 the last kept
+    edges = torch.tensor([0.0, 1.0 - 1e-16], dtype=torch.float64)
+    assert generation._pick_tokens(logits[:2], 1.0, 0.7, edges).tolist() == [0, 1]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

@@ -32,7 +32,7 @@ def config(tiny_model_dir, prompts, out, **kw):
     from mipo.pairs import PairsConfig
 
     return PairsConfig(
-        model=str(tiny_model_dir), prompts=str(prompts), out=str(out), max_new_tokens=5, progress=False, **kw
+        model=str(tiny_model_dir), prompts=str(prompts), out=str(out), max_new_tokens=8, progress=False, **kw
     )
 
 
@@ -199,7 +199,7 @@ def test_two_processes_split_the_prompts_and_merge_one_output(tmp_path, tiny_mod
             "--out",
             str(tmp_path / "two.jsonl"),
             "--max-new-tokens",
-            "5",
+            "8",
             "--chunk-size",
             "2",
             "--temperature",

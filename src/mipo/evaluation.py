@@ -60,7 +60,10 @@ class ScoringSettings:
     top_p: float = option(0.9, "nucleus sampling mass (the paper's 0.9)")
     greedy: bool = option(False, "greedy decoding (same as --temperature 0)")
     max_new_tokens: int = option(256, "longest reply, in tokens")
-    batch_size: int = option(64, "prompts generated together")
+    batch_size: int = option(64, "prompts generated together (a batch is saved when it ends: --resume)")
+    workers: int | None = option(
+        None, "hf on a CPU: decode workers of one thread each (default: one per core; 1 = this process only)"
+    )
     score_batch_size: int = option(8, "sequences scored together (pmi, --mc-mode loglik)")
     k: int = option(8, "pmi: other prompts whose likelihood of a response estimates its marginal")
     prompts: str | None = option(
@@ -379,8 +382,8 @@ def score_choices_by_loglik(config: EvalConfig, task: Task, conversations, model
 
 
 def length_sorted_batches(tokenizer, conversations, batch_size: int) -> list[list[int]]:
-    """Item indices sorted by prompt length, cut into batches: the same batches (and, with ``first_batch``,
-    the same random streams) as one generation call, so each batch can be saved as it ends."""
+    """Item indices sorted by prompt length, cut into batches that are saved as they end (``--resume``).
+    Replies are seeded one by one, so the batches do not change them."""
     from mipo.generation import encode_conversations
 
     lengths = [len(ids) for ids in encode_conversations(tokenizer, conversations)]
@@ -405,10 +408,10 @@ def run_seed(config, task: Task, conversations, batches, engine, role: str, seed
         unit="item",
         disable=not config.progress,
     )
-    for number, batch in enumerate(batches):
+    for batch in batches:
         if all(i in done for i in batch):
             continue  # finished before an interruption
-        replies = generate(config, engine, [conversations[i] for i in batch], seed, number, stats)
+        replies = generate(config, engine, [conversations[i] for i in batch], seed, stats)
         for i, response in zip(batch, replies):
             done[i] = score_row(task, task.items[i], conversations[i], response, seed)
             writer.write({"index": i, "row": done[i]})
@@ -419,7 +422,7 @@ def run_seed(config, task: Task, conversations, batches, engine, role: str, seed
     return [done[i] for i in range(len(task.items))]
 
 
-def generate(config, engine, conversations, seed: int, first_batch: int, stats) -> list[str]:
+def generate(config, engine, conversations, seed: int, stats) -> list[str]:
     """One batch of replies, one per conversation: the only place evaluation calls a generation engine."""
     responses = engine.generate(
         conversations,
@@ -430,7 +433,7 @@ def generate(config, engine, conversations, seed: int, first_batch: int, stats) 
         batch_size=config.batch_size,
         progress=False,
         stats=stats,
-        first_batch=first_batch,
+        workers=config.workers,
     )
     return [samples[0] for samples in responses]
 

@@ -58,6 +58,9 @@ class GenerationJob:
     chunk_size: int = option(128, "prompts generated between flushes to disk")
     backend: str = option("hf", "generation engine (mipo.backends)", choices=BACKENDS)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
+    workers: int | None = option(
+        None, "hf on a CPU: decode workers of one thread each (default: one per core; 1 = this process only)"
+    )
     resume: bool = option(False, "continue an interrupted run from its partial files")
     overwrite: bool = option(False, "replace an existing output")
     progress: bool = option(True, "show a progress bar")
@@ -86,6 +89,8 @@ class GenerationJob:
             problems.append("top_p must be in (0, 1]")
         if self.resume and self.overwrite:
             problems.append("pass --resume or --overwrite, not both")
+        if self.workers is not None and self.workers < 1:
+            problems.append(f"workers must be at least 1, got {self.workers}")
         return problems
 
     def fingerprint(self) -> dict[str, Any]:
@@ -103,7 +108,7 @@ class GenerationJob:
 
 
 # Settings that do not change the rows: where they go, how the run is shown, the device it runs on.
-NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device")
+NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device", "workers")
 
 # End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -137,12 +142,13 @@ def generate_responses(
     stats: GenerationStats | None = None,
     backend: str = "hf",
     drop_finished: bool = True,
-    first_batch: int = 0,
+    workers: int | None = None,
 ) -> list[list[str]]:
     """Return ``num_samples`` responses per conversation, in input order. ``temperature=0`` is greedy.
 
-    Batch ``b`` samples with a generator seeded by ``seed`` and ``first_batch + b``: a caller that feeds
-    the conversations one batch at a time (to save rows as they come) gets the same responses as one call.
+    Each reply samples from its own random stream, seeded by ``seed``, the prompt's tokens and the sample's
+    number: a reply does not depend on the other prompts of its batch or call, on the batch size, or on
+    the number of ``workers`` (decode processes of one thread each on a CPU; default: one per core).
 
     ``backend`` other than ``hf``: ``model`` is what that backend loads (``mipo.backends.load_engine``).
     """
@@ -177,7 +183,7 @@ def generate_responses(
         progress=progress,
         stats=stats,
         drop_finished=drop_finished,
-        first_batch=first_batch,
+        workers=workers,
     )
 
 
@@ -222,10 +228,12 @@ def _generate_hf(
     progress: bool,
     stats: GenerationStats,
     drop_finished: bool,
-    first_batch: int = 0,
+    workers: int | None,
 ) -> list[list[str]]:
     import torch
     from tqdm.auto import tqdm
+
+    from mipo.workers import default_workers, run_in_workers
 
     if tokenizer is None:
         raise ConfigError("backend 'hf' needs the model's tokenizer")
@@ -235,55 +243,62 @@ def _generate_hf(
     rows.sort(key=lambda r: len(encoded[r[0]]))
     stops = torch.tensor(stop_token_ids(model, tokenizer), device=model.device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
-    generator = torch.Generator(device=model.device)
-    results: list[list[str]] = [[""] * num_samples for _ in conversations]
+    settings = {"stops": stops, "pad_id": pad_id, "temperature": temperature, "top_p": top_p}
+    settings |= {"max_new_tokens": max_new_tokens, "drop_finished": drop_finished}
+    jobs = [(encoded[i], row_seed(seed, encoded[i], s)) for i, s in rows]
+
+    def decode_share(share: list, finished) -> list:
+        share_stats = GenerationStats()
+        out = []
+        for first in range(0, len(share), batch_size):
+            batch = share[first : first + batch_size]
+            out += _decode_batch(model, batch, stats=share_stats, **settings)
+            finished(len(batch))
+        return [(tokens, share_stats.padding_tokens if k == 0 else 0) for k, tokens in enumerate(out)]
+
     start = time.perf_counter() - stats.seconds  # stats may carry earlier calls' time
-    bar = tqdm(total=len(conversations), desc="generating", unit="prompt", disable=not progress)
-    done_samples = [0] * len(conversations)
-    for b, first in enumerate(range(0, len(rows), batch_size)):
-        batch_rows = rows[first : first + batch_size]
-        generator.manual_seed(seed * 1_000_003 + first_batch + b)
-        tokens = _decode_batch(
-            model,
-            [encoded[i] for i, _ in batch_rows],
-            stops=stops,
-            pad_id=pad_id,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            generator=generator,
-            drop_finished=drop_finished,
-            stats=stats,
-        )
-        finished_prompts = 0
-        for (i, s), row_tokens in zip(batch_rows, tokens):
-            stats.new_tokens += len(row_tokens)
-            results[i][s] = tokenizer.decode(row_tokens, skip_special_tokens=True).strip()
-            done_samples[i] += 1
-            finished_prompts += done_samples[i] == num_samples
-        stats.prompts += finished_prompts
-        stats.seconds = time.perf_counter() - start
-        bar.update(finished_prompts)
-        bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
+    bar = tqdm(total=len(rows), desc="generating", unit="reply", disable=not progress)
+    workers = workers if workers is not None else default_workers(str(model.device))
+    decoded = run_in_workers(decode_share, jobs, workers, on_progress=bar.update)
     bar.close()
+    results: list[list[str]] = [[""] * num_samples for _ in conversations]
+    for (i, s), (row_tokens, padding) in zip(rows, decoded):
+        stats.new_tokens += len(row_tokens)
+        stats.padding_tokens += padding
+        results[i][s] = tokenizer.decode(row_tokens, skip_special_tokens=True).strip()
+    stats.prompts += len(conversations)
+    stats.prompt_tokens += sum(len(ids) for ids, _ in jobs)
+    stats.seconds = time.perf_counter() - start
     return results
+
+
+def row_seed(seed: int, prompt_ids: list[int], sample: int) -> int:
+    """The seed of one reply's random stream: the run's seed, the prompt's tokens and the sample's number."""
+    import hashlib
+
+    blob = f"{seed}|{sample}|{','.join(map(str, prompt_ids))}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
 
 
 def _decode_batch(
     model: PreTrainedModel,
-    prompts: list[list[int]],
+    batch: list[tuple[list[int], int]],
     *,
     stops: torch.Tensor,
     pad_id: int,
     temperature: float,
     top_p: float,
     max_new_tokens: int,
-    generator: torch.Generator,
     drop_finished: bool,
     stats: GenerationStats,
 ) -> list[list[int]]:
-    """Decode one left-padded batch with the model's KV cache; returns each row's new tokens (stop token cut)."""
+    """Decode one left-padded batch of ``(prompt ids, row seed)`` with the model's KV cache; returns each
+    row's new tokens (stop token cut)."""
+    import numpy as np
     import torch
+
+    prompts = [ids for ids, _ in batch]
+    streams = [np.random.default_rng(row) for _, row in batch]  # one random stream per reply
 
     device = model.device
     rows, width = len(prompts), max(len(p) for p in prompts)
@@ -312,7 +327,10 @@ def _decode_batch(
         next_position = position_ids[:, -1:] + 1  # (B, 1)
         done = torch.zeros(rows, dtype=torch.bool, device=device)  # finished rows still in the batch
         for step in range(max_new_tokens):
-            chosen = _pick_tokens(logits.float(), temperature, top_p, generator)  # (B,)
+            uniforms = (
+                torch.tensor([g.random() for g in streams], dtype=torch.float64) if temperature > 0 else None
+            )
+            chosen = _pick_tokens(logits.float(), temperature, top_p, uniforms)  # (B,)
             new_tokens[live, step] = chosen.masked_fill(done, -1)
             done = done | torch.isin(chosen, stops)
             steps = step + 1
@@ -323,6 +341,7 @@ def _decode_batch(
                 keep = (~done).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 live, chosen, done = live[keep], chosen[keep], done[keep]
+                streams = [streams[k] for k in keep.tolist()]
                 attention_mask, next_position = attention_mask[keep], next_position[keep]
             # Finished rows left in the batch keep decoding; their tokens are ignored.
             logits = model(
@@ -360,9 +379,10 @@ def _cut_at_stop(tokens: list[int], stops: torch.Tensor) -> list[int]:
 
 
 def _pick_tokens(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor | None
 ) -> torch.Tensor:
-    """Greedy at ``temperature <= 0``; otherwise a sample from the top-p nucleus of ``softmax(logits / T)``."""
+    """Greedy at ``temperature <= 0``; otherwise a sample from the top-p nucleus of ``softmax(logits / T)``,
+    by inverting each row's nucleus CDF at that row's own uniform draw (``uniforms``, shape (B,))."""
     import torch
 
     if temperature <= 0:
@@ -370,32 +390,35 @@ def _pick_tokens(
     # softmax, not exp(x - logsumexp(x)): at low temperature most exp() results are subnormal, which takes
     # logsumexp's exp ~10x longer on a CPU; softmax's fused kernel does not slow down.
     probs = torch.softmax(logits / temperature, dim=-1)  # (B, V)
-    if top_p >= 1.0:
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    k = min(TOP_K_CANDIDATES, probs.shape[-1])
+    k = min(TOP_K_CANDIDATES, probs.shape[-1]) if top_p < 1.0 else probs.shape[-1]
     top_probs, top_ids = probs.topk(k, dim=-1)  # (B, k), sorted high to low
     covered = top_probs.sum(-1) >= top_p
     if not bool(covered.all()):
         # The nucleus is wider than k for some rows: take those rows' full sorted vocabulary.
         wide = (~covered).nonzero().squeeze(-1)
         full_probs, full_ids = probs[wide].sort(dim=-1, descending=True)
-        picked = _sample_nucleus(full_probs, full_ids, top_p, generator)
+        picked = _sample_nucleus(full_probs, full_ids, top_p, uniforms[wide])
         narrow = covered.nonzero().squeeze(-1)
         out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
         out[wide] = picked
         if len(narrow):
-            out[narrow] = _sample_nucleus(top_probs[narrow], top_ids[narrow], top_p, generator)
+            out[narrow] = _sample_nucleus(top_probs[narrow], top_ids[narrow], top_p, uniforms[narrow])
         return out
-    return _sample_nucleus(top_probs, top_ids, top_p, generator)
+    return _sample_nucleus(top_probs, top_ids, top_p, uniforms)
 
 
 def _sample_nucleus(
-    sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, top_p: float, generator: torch.Generator
+    sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, top_p: float, uniforms: torch.Tensor
 ) -> torch.Tensor:
-    """Keep the most likely tokens until their mass reaches ``top_p`` (at least one), renormalise, sample."""
+    """Keep the most likely tokens until their mass reaches ``top_p`` (at least one), and pick the token
+    where each row's cumulative kept mass first reaches its uniform draw times the kept total."""
     import torch
 
     mass_before = sorted_probs.cumsum(-1) - sorted_probs
-    kept = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
-    choice = torch.multinomial(kept, 1, generator=generator)  # (B, 1), multinomial renormalises
-    return sorted_ids.gather(-1, choice).squeeze(-1)
+    kept = sorted_probs.masked_fill(mass_before >= top_p, 0.0).double()  # (B, k)
+    cumulative = kept.cumsum(-1)
+    target = uniforms.to(cumulative.device).unsqueeze(-1) * cumulative[:, -1:]  # (B, 1)
+    choice = (cumulative <= target).sum(-1)  # the first bin whose upper edge passes the draw
+    last_kept = (kept > 0).sum(-1) - 1  # rounding at the top edge never picks a token outside the nucleus
+    choice = torch.minimum(choice, last_kept)
+    return sorted_ids.gather(-1, choice.unsqueeze(-1)).squeeze(-1)

@@ -420,10 +420,11 @@ def _generate(
         temperature=config.temperature,
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,
-        seed=config.seed * 100_003 + chunk,  # per chunk, so a chunk's samples do not depend on the process
+        seed=config.seed,  # replies are seeded one by one: the same in any chunk, batch, process or worker
         batch_size=config.batch_size,
         progress=False,
         stats=summary.stats,
+        workers=config.workers,
     )
 
 

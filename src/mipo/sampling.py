@@ -49,7 +49,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
         bar = tqdm(
             total=len(records), initial=len(done), desc="sampling", unit="prompt", disable=not config.progress
         )
-        for number, chunk in enumerate(chunks):
+        for chunk in chunks:
             if all(r.id in done for r in chunk):
                 continue
             conversations = [
@@ -62,10 +62,11 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
                 temperature=config.temperature,
                 top_p=config.top_p,
                 max_new_tokens=config.max_new_tokens,
-                seed=config.seed * 100_003 + number,
+                seed=config.seed,  # replies are seeded one by one: the same in any chunk or batch
                 batch_size=config.batch_size,
                 progress=False,
                 stats=stats,
+                workers=config.workers,
             )
             for record, conversation, texts in zip(chunk, conversations, responses):
                 if record.id in done:

@@ -148,13 +148,18 @@ def _child(work: Work, items: list, conn: Connection) -> None:
 
 
 def _picklable(error: BaseException) -> BaseException:
-    import pickle
+    """A user error goes back as it is; anything else as a RuntimeError carrying the worker's traceback."""
+    from mipo.errors import MipoError
 
-    try:
-        pickle.dumps(error)
-        return error
-    except Exception:  # noqa: BLE001
-        return RuntimeError("".join(traceback.format_exception_only(type(error), error)).strip())
+    if isinstance(error, MipoError):
+        try:
+            import pickle
+
+            pickle.dumps(error)
+            return error
+        except Exception:  # noqa: BLE001
+            return MipoError(str(error))
+    return RuntimeError("a decode worker failed:\n" + "".join(traceback.format_exception(error)).strip())
 
 
 def _receive(conn: Connection, on_progress: Callable[[int], None]) -> Any:

@@ -37,14 +37,14 @@ class Engine(Protocol):
         max_new_tokens: int = 256,
         seed: int = 0,
         batch_size: int = 64,
-        first_batch: int = 0,
         stats: GenerationStats | None = None,
         progress: bool = False,
+        workers: int | None = None,
     ) -> list[list[str]]:
         """``num_samples`` replies per conversation, in input order; the same seed gives the same replies.
 
-        ``first_batch``: the number of batches of the same job fed before this call, for an engine whose random
-        streams go by batch (``hf``), so a job fed in pieces samples as one call would."""
+        ``workers``: decode processes on a CPU, for an engine that has them (``hf``); others ignore it. A
+        reply should not depend on the batch size, the workers, or the other conversations of the call."""
         ...
 
 

@@ -49,7 +49,7 @@ class VLLMEngine:
         max_new_tokens: int = 256,
         seed: int = 0,
         stats=None,
-        **unused: Any,  # batch_size, first_batch, progress: vLLM schedules its own batches
+        **unused: Any,  # batch_size, progress, workers: vLLM schedules its own batches
     ) -> list[list[str]]:
         from vllm import SamplingParams
 
