@@ -33,44 +33,57 @@ def sign_test_p_value(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``[intercept, slope]`` of a logistic regression of soft labels ``y`` in [0, 1] on ``x``, by Newton's
-    method with step halving (the loss is convex; the tiny ridge on the slope makes it strictly so)."""
-    design = np.stack([np.ones_like(x), x], axis=1)  # (n, 2)
-    ridge = np.array([0.0, SLOPE_RIDGE])
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + e^-z), without overflow
 
-    def loss(w: np.ndarray) -> float:
-        z = design @ w
+
+def _intercepts(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Intercepts of logistic regressions of soft labels ``y`` (R, n) in [0, 1] on ``x`` (R, n), one per
+    row, fitted together by Newton's method with step halving (the loss is convex; the tiny ridge on the
+    slope makes it strictly so)."""
+    w = np.zeros((y.shape[0], 2))  # (R, 2): intercept, slope
+
+    def losses(w: np.ndarray) -> np.ndarray:
+        z = w[:, :1] + w[:, 1:] * x  # (R, n)
         # -[y log s(z) + (1-y) log(1-s(z))] = log(1 + e^z) - y z, computed stably
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(ridge * w**2))
+        return np.sum(np.logaddexp(0.0, z) - y * z, axis=1) + 0.5 * SLOPE_RIDGE * w[:, 1] ** 2
 
-    w = np.zeros(2)
     for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(design @ w)))
-        gradient = design.T @ (p - y) + ridge * w
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + np.diag(ridge) + 1e-12 * np.eye(2)
-        step = np.linalg.solve(hessian, gradient)
-        current = loss(w)
-        while loss(w - step) > current + 1e-12 and np.abs(step).max() > 1e-12:
-            step = step / 2
+        p = _sigmoid(w[:, :1] + w[:, 1:] * x)
+        s = p * (1 - p)
+        g0, g1 = np.sum(p - y, axis=1), np.sum((p - y) * x, axis=1) + SLOPE_RIDGE * w[:, 1]
+        h00 = np.sum(s, axis=1) + 1e-12
+        h01, h11 = np.sum(s * x, axis=1), np.sum(s * x * x, axis=1) + SLOPE_RIDGE
+        det = h00 * h11 - h01**2
+        step = np.stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det], axis=1)  # H^-1 g
+        current = losses(w)
+        for _ in range(40):  # halve the steps that would raise a row's loss
+            worse = losses(w - step) > current + 1e-12
+            if not worse.any():
+                break
+            step[worse] /= 2
         w = w - step
         if np.abs(step).max() < 1e-10:
             break
-    return w
+    return w[:, 0]
+
+
+def _lc_rows(y: np.ndarray, diff: np.ndarray) -> np.ndarray:
+    """The length-controlled win rate of each row of outcomes ``y`` (R, n) and length differences (R, n)."""
+    scale = diff.std(axis=1, keepdims=True)
+    x = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    rates = _sigmoid(_intercepts(x, y))
+    # Every pair won (or lost): the intercept is unbounded; the rate is exactly 1 (or 0).
+    swept = np.all(y == y[:, :1], axis=1) & np.isin(y[:, 0], (0.0, 1.0))
+    return np.where(swept, y[:, 0], rates)
 
 
 def length_controlled_win_rate(scores: Sequence[float], length_differences: Sequence[float]) -> float:
     """The win probability at equal length: ``sigmoid(intercept)`` of the regression described above."""
     y = np.asarray(scores, dtype=float)
-    diff = np.asarray(length_differences, dtype=float)
     if y.size == 0:
         raise ValueError("length_controlled_win_rate: no outcomes")
-    if np.all(y == 1.0) or np.all(y == 0.0):
-        return float(y[0])  # every pair won (or lost): the regression's intercept is unbounded
-    scale = diff.std()
-    x = diff / scale if scale > 0 else np.zeros_like(diff)
-    intercept = _fit_logistic(x, y)[0]
-    return float(1.0 / (1.0 + math.exp(-intercept)))
+    return float(_lc_rows(y[None, :], np.asarray(length_differences, dtype=float)[None, :])[0])
 
 
 def lc_win_rate_ci(
@@ -84,12 +97,10 @@ def lc_win_rate_ci(
     """``{mean, ci, n}``: the length-controlled win rate, its interval from refitting on resampled pairs."""
     y = np.asarray(scores, dtype=float)
     diff = np.asarray(length_differences, dtype=float)
-    estimate = length_controlled_win_rate(y, diff)
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, y.size, size=(n_resamples, y.size))
-    resampled = np.array([length_controlled_win_rate(y[p], diff[p]) for p in picks])
-    low, high = percentile_interval(resampled, confidence)
-    return {"mean": estimate, "ci": [low, high], "n": int(y.size)}
+    picks = rng.integers(0, y.size, size=(n_resamples, y.size))  # (R, n)
+    low, high = percentile_interval(_lc_rows(y[picks], diff[picks]), confidence)
+    return {"mean": length_controlled_win_rate(y, diff), "ci": [low, high], "n": int(y.size)}
 
 
 def words(text: str) -> int:
