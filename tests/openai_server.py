@@ -25,6 +25,7 @@ class ChatServer:
         self.stops = set(stop_token_ids(self.model, self.tokenizer))
         self.served_name, self.api_key = served_name, api_key
         self.fail_next = 0  # answer 503 to this many requests first
+        self.refuse_logprobs = False  # answer 400 to requests asking for logprobs, as some servers do
         self.completions = 0  # requests answered with a completion
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -77,6 +78,8 @@ class ChatServer:
             return 401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}}
         if body.get("model") != self.served_name:
             return 404, {"error": {"message": f"model {body.get('model')!r} not found"}}
+        if body.get("logprobs") and self.refuse_logprobs:
+            return 400, {"error": {"message": "logprobs are not supported", "type": "invalid_request_error"}}
         with self._lock:
             if self.fail_next > 0:
                 self.fail_next -= 1

@@ -424,6 +424,27 @@ def test_endpoint_judge_retries_then_succeeds(judge_server):
     assert judge.judge([("q", None, "a", "b")], load_template("personalization"))[0].verdict == "A"
 
 
+def test_endpoint_judge_parses_text_from_a_server_that_refuses_logprobs(judge_server):
+    from mipo.judges import make_judge
+
+    server, url = judge_server
+    server.refuse_logprobs = True
+    judgment = make_judge("bigram", url=url).judge([("q", None, "a", "b")], load_template("personalization"))[
+        0
+    ]
+    assert (judgment.verdict, judgment.raw, judgment.probs) == ("A", "[[A]]", None)
+
+
+def test_make_judge_refuses_unknown_kinds_and_bad_urls():
+    from mipo.judges import JUDGES, make_judge
+
+    assert {"local", "openai"} <= set(JUDGES.names())
+    with pytest.raises(ConfigError, match="unknown judge 'anthropic'; known: local, openai"):
+        make_judge("x", kind="anthropic")
+    with pytest.raises(ConfigError, match="--judge-url must start with http:// or https://"):
+        make_judge("x", url="localhost:8000/v1")
+
+
 def test_endpoint_judge_errors_are_one_line(bigram_judge_dir, monkeypatch):
     from mipo.judges import make_judge
     from openai_server import ChatServer
