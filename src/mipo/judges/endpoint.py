@@ -162,7 +162,8 @@ class EndpointJudge(Judge):
         import openai
 
         options: dict[str, Any] = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if use_logprobs else {}
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 return self._client.chat.completions.create(
                     model=self.name,
@@ -181,7 +182,7 @@ class EndpointJudge(Judge):
                 )
                 with self._lock:
                     self._logprobs_refused = True
-                options = {}
+                options = {}  # ask again at once, without logprobs (not counted as a retry)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
                 where = f"the key in ${self.key_env}" if self.key_env else "no key (pass --judge-key-env VAR)"
                 raise MipoError(f"judge endpoint {self.url} refused {where}: {_first_line(e)}") from None
@@ -198,9 +199,9 @@ class EndpointJudge(Judge):
                         "(is the server running and reachable?)"
                     ) from None
                 time.sleep(self.backoff * 2**attempt)
+                attempt += 1
             except openai.APIStatusError as e:
                 raise MipoError(f"judge endpoint {self.url}: {_first_line(e)}") from None
-        raise MipoError(f"judge endpoint {self.url} refused the request even without logprobs")
 
 
 JUDGES.register("openai", EndpointJudge)
