@@ -429,9 +429,8 @@ def test_endpoint_judge_parses_text_from_a_server_that_refuses_logprobs(judge_se
 
     server, url = judge_server
     server.refuse_logprobs = True
-    judgment = make_judge("bigram", url=url).judge([("q", None, "a", "b")], load_template("personalization"))[
-        0
-    ]
+    judge = make_judge("bigram", url=url, retries=0)  # falling back to text is not a retry
+    judgment = judge.judge([("q", None, "a", "b")], load_template("personalization"))[0]
     assert (judgment.verdict, judgment.raw, judgment.probs) == ("A", "[[A]]", None)
 
 
