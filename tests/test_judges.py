@@ -476,3 +476,36 @@ def test_endpoint_judge_errors_are_one_line(bigram_judge_dir, monkeypatch):
         judge_pairwise(items(2), ["a", "b"], ["c", "d"], judge, cache=False)
     message = str(error.value)
     assert message.startswith(f"judge endpoint {url} failed after 2 tries: ") and "\n" not in message
+
+
+def _token(text: str, logprob: float, alternatives: dict[str, float]):
+    from types import SimpleNamespace
+
+    top = [SimpleNamespace(token=t, logprob=lp) for t, lp in alternatives.items()]
+    return SimpleNamespace(token=text, logprob=logprob, top_logprobs=top)
+
+
+def test_verdict_from_server_logprobs_token_layouts():
+    from mipo.judges.endpoint import verdict_from_completion
+
+    half = math.log(0.5)
+    # "Verdict: [[B]]" with " [[" its own token: the letter after it, alternatives summed per letter
+    tokens = [
+        _token("Verdict:", 0, {}),
+        _token(" [[", 0, {}),
+        _token("B", half, {"B": half, "A": math.log(0.2), " A": math.log(0.2)}),
+    ]
+    judgment = verdict_from_completion("Verdict: [[B]]", tokens + [_token("]]", 0, {})])
+    assert judgment.verdict == "B" and judgment.probs == pytest.approx(
+        {"A": 0.4 / 0.9, "B": 0.5 / 0.9, "C": 0.0}
+    )
+    # "[[C" as one token: its alternatives "[[A"/"[[B" are the other verdicts; "Also" is not a verdict
+    merged = [
+        _token("[[C", math.log(0.6), {"[[C": math.log(0.6), "[[A": math.log(0.3), "Also": math.log(0.1)})
+    ]
+    judgment = verdict_from_completion("[[C]]", merged)
+    assert judgment.verdict == "C" and judgment.probs == pytest.approx({"A": 1 / 3, "B": 0.0, "C": 2 / 3})
+    assert judgment.mass == pytest.approx(0.9)
+    # no letter after "[[" in the tokens: parsed from the text
+    assert verdict_from_completion("I pick [[A]]", None).probs is None
+    assert verdict_from_completion("I pick [[A]]", None).verdict == "A"
