@@ -509,3 +509,31 @@ def test_verdict_from_server_logprobs_token_layouts():
     # no letter after "[[" in the tokens: parsed from the text
     assert verdict_from_completion("I pick [[A]]", None).probs is None
     assert verdict_from_completion("I pick [[A]]", None).verdict == "A"
+
+
+def test_judge_settings_give_the_flags_and_build_the_judge(tiny_model_dir):
+    import argparse
+
+    from mipo.config import add_config_arguments, resolve
+    from mipo.judges.endpoint import EndpointJudge
+    from mipo.judges.local import LocalJudge
+    from mipo.judges.settings import JudgeSettings
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, JudgeSettings)
+    args = parser.parse_args(
+        ["--judge", "qwen", "--judge-url", "http://127.0.0.1:9/v1", "--judge-retries", "0"]
+    )
+    settings = resolve(JudgeSettings, args)
+    judge = settings.make()
+    assert isinstance(judge, EndpointJudge) and (judge.url, judge.retries) == ("http://127.0.0.1:9/v1", 0)
+    assert settings.judge_problems() == []
+    local = resolve(
+        JudgeSettings, parser.parse_args(["--judge", str(tiny_model_dir), "--judge-verdict", "text"])
+    )
+    assert isinstance(local.make(), LocalJudge) and local.make().verdict == "text"
+    wrong = JudgeSettings(judge_key_env="KEY", judge_batch_size=0)
+    assert wrong.judge_problems() == [
+        "judge_batch_size must be at least 1",
+        "judge_key_env needs judge_url (a local judge takes no key)",
+    ]

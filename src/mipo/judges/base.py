@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mipo.judges.template import Template
 
 VERDICTS = ("A", "B", "C")  # C is the tie
+VERDICT_MODES = ("auto", "logprobs", "text")  # how a judge reads its verdict (see docs/judges.md)
 
 
 class JudgeRequest(NamedTuple):

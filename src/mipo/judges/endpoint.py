@@ -23,8 +23,7 @@ import numpy as np
 
 from mipo.errors import ConfigError, MipoError
 from mipo.judges import JUDGES
-from mipo.judges.base import VERDICTS, Judge, JudgeRequest, Judgment
-from mipo.judges.local import VERDICT_MODES
+from mipo.judges.base import VERDICT_MODES, VERDICTS, Judge, JudgeRequest, Judgment
 from mipo.judges.template import Template
 from mipo.judges.verdicts import parse_verdict, verdict_from_logprobs
 

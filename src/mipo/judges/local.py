@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mipo.errors import ConfigError
 from mipo.judges import JUDGES
-from mipo.judges.base import VERDICTS, Judge, JudgeRequest, Judgment
+from mipo.judges.base import VERDICT_MODES, VERDICTS, Judge, JudgeRequest, Judgment
 from mipo.judges.template import Template
 from mipo.judges.verdicts import parse_verdict, verdict_from_logprobs
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VERDICT_MODES = ("auto", "logprobs", "text")
 FORCED_PREFIX = "[["
 
 
