@@ -60,6 +60,7 @@ def llama_server(tmp_path):
 
 def test_judge_against_llama_cpp_server(llama_server, tmp_path):
     from mipo.judges import judge_pairwise, make_judge
+    from mipo.judges.verdicts import parse_verdict
 
     process, url = llama_server
     items = [
@@ -77,6 +78,9 @@ def test_judge_against_llama_cpp_server(llama_server, tmp_path):
     summary, rows = judge_pairwise(items, model, baseline, judge, cache=tmp_path)
     assert summary["verdicts"] == 6 and summary["judge_calls"] == 6
     assert summary["wins"] + summary["losses"] + summary["ties"] + summary["unparseable"] == 3
+    assert summary["unparseable_verdicts"] == sum(
+        r[f"verdict_model_as_{o}"] is None for r in rows for o in "ab"
+    )
     for row in rows:
         for order in ("a", "b"):
             probs = row[f"probs_model_as_{order}"]
@@ -84,6 +88,8 @@ def test_judge_against_llama_cpp_server(llama_server, tmp_path):
             if probs is not None:  # read from top_logprobs after "[["
                 assert sum(probs.values()) == pytest.approx(1.0)
                 assert row[f"verdict_model_as_{order}"] == max(probs, key=probs.get)
+            else:  # the 135M model mostly writes "[A]" and prose: parsed from the text, unparseable counted
+                assert row[f"verdict_model_as_{order}"] == parse_verdict(row[f"raw_model_as_{order}"])
     again, _ = judge_pairwise(items, model, baseline, judge, cache=tmp_path)
     assert again["judge_calls"] == 0 and again["win_rate"] == summary["win_rate"]
     process.kill()
