@@ -490,6 +490,8 @@ def test_old_names_and_python_keywords_still_work():
     for config in (old, new):
         assert (config.num_train_epochs, config.per_device_train_batch_size) == (2, 4)
         assert config.gradient_accumulation_steps == 3
+    unset = from_dict(TrainConfig, {"pairs": "p", "out": "o", "lora_r": None, "batch_size": None})
+    assert (unset.lora_r, unset.per_device_train_batch_size) == (16, 8)  # null, as old configs wrote "unset"
     moved = TrainConfig(pairs="p", out="o", dpo={"beta": 0.3, "warmup_steps": 5})
     assert moved.beta == 0.3 and moved.dpo == {"warmup_steps": 5}
     with pytest.raises(Exception, match="set beta either as a flag or in dpo, not both"):

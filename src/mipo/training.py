@@ -114,6 +114,9 @@ class TrainConfig:
         ):
             if old is not None:
                 setattr(self, new, old)
+        for f in dataclasses.fields(self):  # null in a YAML file (the old configs' "unset"): the default
+            if getattr(self, f.name) is None:
+                setattr(self, f.name, field_default(f))
         problems = [f"--{name} is required" for name in ("pairs", "out") if not getattr(self, name)]
         if self.overwrite and self.resume:
             problems.append("choose one of --overwrite and --resume")
