@@ -404,6 +404,8 @@ def test_resume_refuses_another_job_and_a_finished_run(tmp_path, tiny_model_dir,
     assert [r["step"] for r in rows(out / "metrics.jsonl")] == [1, 2, 3, 4]
     err = _one_line_error(cli, *base, "--pairs", pairs)
     assert "this training run is finished" in err and "pass --resume" not in err
+    err = _one_line_error(cli, *base[:-1], "--pairs", pairs)  # neither --resume nor --overwrite
+    assert "holds a finished training run; pass --overwrite to train it again" in err
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,10 @@ def plan(out: str | Path, *, overwrite: bool, resume: bool) -> RunFolder:
     marker = read_marker(out)
     finished = (out / SUMMARY).is_file()
     if not overwrite and not resume:
+        if marker is not None and finished:
+            raise MipoError(
+                f"{out}: holds a finished training run; pass --overwrite to train it again, or choose another --out"
+            )
         raise OutputExistsError(out)
     if marker is None:
         raise MipoError(
