@@ -399,8 +399,12 @@ def test_resume_refuses_another_job_and_a_finished_run(tmp_path, tiny_model_dir,
     other = write_pairs(tmp_path / "other.jsonl", 17)
     err = _one_line_error(cli, *base, "--pairs", other)
     assert "pairs: sha256:" in err
+    cut = out / "checkpoints" / "checkpoint-3"  # a checkpoint a kill cut before its trainer_state.json
+    cut.mkdir()
+    (cut / "adapter_model.safetensors").write_bytes(b"half")
     code, _, err = cli(*base, "--pairs", pairs)
     assert code == 0, err
+    assert json.loads((out / "train_summary.json").read_text())["resumed_from"].endswith("checkpoint-2")
     assert [r["step"] for r in rows(out / "metrics.jsonl")] == [1, 2, 3, 4]
     err = _one_line_error(cli, *base, "--pairs", pairs)
     assert "this training run is finished" in err and "pass --resume" not in err

@@ -75,8 +75,6 @@ def plan(out: str | Path, *, overwrite: bool, resume: bool) -> RunFolder:
     """Decide where the run writes; refuse what would lose data. Deletes nothing but a stale staging folder
     of an earlier overwrite (call on every process: the answer is the same; only the caller's main process
     should act on it)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MipoError(f"{out}: exists and is not a folder")
@@ -102,10 +100,29 @@ def plan(out: str | Path, *, overwrite: bool, resume: bool) -> RunFolder:
             f"{out}: this training run is finished ({SUMMARY}); there is nothing to resume. "
             "Use the model as it is, or pass --overwrite to train it again"
         )
-    checkpoints = out / CHECKPOINTS
-    checkpoint = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    checkpoint = last_complete_checkpoint(out / CHECKPOINTS)
     kept = {p.name for p in out.iterdir()} - set(marker["entries"])
     return RunFolder(out, out, checkpoint, frozenset(kept))
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-N`` the Trainer finished writing: its ``trainer_state.json`` (written last)
+    reads as JSON. A checkpoint cut by a kill is skipped; with ``save_total_limit=2`` the one before it is
+    still there."""
+    if not folder.is_dir():
+        return None
+    steps = sorted(
+        (int(p.name.split("-")[-1]), p)
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith("checkpoint-") and p.name.split("-")[-1].isdigit()
+    )
+    for _, path in reversed(steps):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        return str(path)
+    return None
 
 
 def clear_staging(folder: RunFolder) -> None:
