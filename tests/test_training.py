@@ -423,6 +423,10 @@ def test_resume_refuses_another_job_and_a_finished_run(tmp_path, tiny_model_dir,
             "dpo: lr_scheduler_kwargs must be mapping or str or null, got 3",
         ),
         (["--objective", "dpoo"], "unknown training objective 'dpoo'; known: dpo, sft"),
+        (
+            ["--out", "/proc/mipo-test/run"],
+            "--out /proc/mipo-test/run: cannot create it (No such file or directory)",
+        ),
         (["--objective", "sft", "--dpo", "precompute_ref_log_probs=true"], "unknown SFTConfig field(s)"),
     ],
 )
@@ -550,3 +554,36 @@ def test_sigkill_at_seeded_points_then_resume_reaches_the_same_losses(tmp_path, 
     got = rows(out / "metrics.jsonl")
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in got] == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_full_disk_while_training_is_one_line_and_the_run_resumes(tmp_path, tiny_model_dir, ref_cache):
+    import errno
+
+    from transformers import TrainerCallback
+
+    from mipo.errors import MipoError
+    from mipo.training import TrainConfig, train
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 16)
+    out = tmp_path / "run"
+
+    class DiskFullAtThree(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise OSError(
+                    errno.ENOSPC, "No space left on device", str(out / "checkpoints" / "checkpoint-3")
+                )
+
+    def config(**kw) -> TrainConfig:
+        return TrainConfig(
+            model=str(tiny_model_dir), pairs=str(pairs), out=str(out), max_steps=4, save_steps=2, batch_size=4,
+            max_length=64, **kw,
+        )  # fmt: skip
+
+    with pytest.raises(
+        MipoError, match="checkpoint-3: No space left on device; the checkpoints written so far"
+    ):
+        train(config(), callbacks=[DiskFullAtThree()])
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    summary = json.loads((train(config(resume=True)) / "train_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4

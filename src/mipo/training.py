@@ -19,11 +19,14 @@ Under ``accelerate launch`` the same code runs data-parallel (DDP, DeepSpeed ZeR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
@@ -289,7 +292,10 @@ def start_folder(job: TrainingJob) -> None:
 
     run_folder.clear_staging(job.folder)
     work = job.folder.work
-    (work / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    try:
+        (work / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MipoError(f"--out {job.config.out}: cannot create it ({e.strerror or e})") from None
     if not job.folder.checkpoint:
         write_fingerprint(work / CHECKPOINTS / FINGERPRINT, job.fingerprint)
     ours = [CHECKPOINTS, "metrics.jsonl", "train_config.json"]
@@ -397,6 +403,20 @@ def save_outputs(job: TrainingJob, trainer: Any, metrics: Any, seconds: float, r
     run_folder.finish(job.folder, job.fingerprint)
 
 
+@contextlib.contextmanager
+def out_of_room(job: TrainingJob) -> Iterator[None]:
+    """A full disk or a folder that became unwritable: one line; the checkpoints already written stay."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise MipoError(
+            f"{e.filename or job.folder.work}: {e.strerror}; the checkpoints written so far are kept: rerun with "
+            "--resume once it can be written"
+        ) from None
+
+
 def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
     """Train and return the output folder (see the module docstring for its files)."""
     from accelerate import PartialState
@@ -420,11 +440,12 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
     if job.folder.checkpoint:
         log.info("resuming from %s", job.folder.checkpoint)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=job.folder.checkpoint)
-    seconds = time.perf_counter() - start
-    trainer.save_model(str(job.folder.work))
-    if state.is_main_process:
-        save_outputs(job, trainer, metrics, seconds, reference)
+    with out_of_room(job):
+        trainer.train(resume_from_checkpoint=job.folder.checkpoint)
+        seconds = time.perf_counter() - start
+        trainer.save_model(str(job.folder.work))
+        if state.is_main_process:
+            save_outputs(job, trainer, metrics, seconds, reference)
         log.info("trained %d steps in %.1f s; wrote %s", trainer.state.global_step, seconds, config.out)
     state.wait_for_everyone()
     return Path(config.out)
