@@ -74,7 +74,7 @@ def bench_trl(source: str, pairs_path: Path, steps: int, work: Path) -> float:
     from trl import DPOConfig, DPOTrainer
 
     from mipo.models import load_tokenizer
-    from mipo.train_data import read_pairs
+    from mipo.pairs_file import read_pairs
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = load_tokenizer(source)
@@ -114,21 +114,10 @@ def bench_mipo(pairs_path: Path, work: Path, label: str) -> float:
     return tokens / seconds
 
 
-def bench_plain(source: str, pairs_path: Path, batch_size: int = 8, beta: float = 0.1) -> float:
-    import torch
-    import torch.nn.functional as F
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from mipo.models import load_tokenizer
-    from mipo.train_data import read_pairs
-
-    tokenizer = load_tokenizer(source)
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), lora_config())
-    start = time.perf_counter()
+def tokenized_pairs(tokenizer, pairs: list[dict]) -> list[list[tuple[list[int], int]]]:
+    """Per pair, (token ids, prompt length) of the chosen and the rejected sequence; longest pairs first."""
     examples = []
-    for pair in read_pairs(pairs_path):
+    for pair in pairs:
         text = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=False)
         prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
         seqs = []
@@ -137,6 +126,23 @@ def bench_plain(source: str, pairs_path: Path, batch_size: int = 8, beta: float 
             seqs.append((tokenizer(text, add_special_tokens=False)["input_ids"], len(prompt)))
         examples.append(seqs)
     examples.sort(key=lambda e: -max(len(e[0][0]), len(e[1][0])))
+    return examples
+
+
+def bench_plain(source: str, pairs_path: Path, batch_size: int = 8, beta: float = 0.1) -> float:
+    import torch
+    import torch.nn.functional as F
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from mipo.models import load_tokenizer
+    from mipo.pairs_file import read_pairs
+
+    tokenizer = load_tokenizer(source)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), lora_config())
+    start = time.perf_counter()
+    examples = tokenized_pairs(tokenizer, read_pairs(pairs_path))
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
 
     def collate(batch):

@@ -77,3 +77,46 @@ def test_row_writer_parquet(tmp_path):
     with RowWriter(tmp_path / "rows.parquet") as w:
         w.write({"i": 1, "s": "x"})
     assert pq.read_table(tmp_path / "rows.parquet").to_pylist() == [{"i": 1, "s": "x"}]
+
+
+@dataclass
+class FlagsConfig:
+    out: str = option(None, "output file", required=True)
+    overwrite: bool = option(False, "replace the output", negatable=False)
+    progress: bool = option(True, "show progress")
+    batch_size: int = option(8, "rows per batch", underscore=True, aliases=("--bs",))
+    extra: dict = option({}, "anything a library takes", rest=lambda key: key.startswith("lib_"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, FlagsConfig)
+    return parser
+
+
+def test_flags_required_plain_boolean_underscore_and_alias_spellings():
+    parser = _parser()
+    text = parser.format_help()
+    assert "output file (required)" in text and "(default: '')" not in text and "default: None" not in text
+    assert "--no-overwrite" not in text and "--no-progress" in text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--no-overwrite"])
+    for flag in ("--batch_size", "--batch-size", "--bs"):
+        assert resolve(FlagsConfig, parser.parse_args(["--out", "x", flag, "2"])).batch_size == 2
+    assert resolve(FlagsConfig, parser.parse_args(["--out", "x", "--overwrite"])).overwrite is True
+
+
+def test_yaml_aliases_and_the_rest_mapping(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("out: o\nbs: 4\nlib_alpha: 1\nextra: {lib_beta: 2}\n")
+    parser = _parser()
+    parser.add_argument("--lib_gamma", dest="extra.lib_gamma", type=int)
+    c = resolve(FlagsConfig, parser.parse_args(["--lib_gamma", "3", "--extra", "lib_delta=4"]), yaml_path=cfg)
+    assert c.batch_size == 4
+    assert c.extra == {"lib_alpha": 1, "lib_beta": 2, "lib_gamma": 3, "lib_delta": 4}
+    with pytest.raises(ConfigError, match="unknown key 'other'"):
+        from_dict(FlagsConfig, {"out": "o", "other": 1})
+    with pytest.raises(ConfigError, match="'bs' is set twice"):
+        from_dict(FlagsConfig, {"out": "o", "batch_size": 1, "bs": 2})
+    with pytest.raises(ConfigError, match="lib_alpha set both at the top level and under extra"):
+        from_dict(FlagsConfig, {"out": "o", "lib_alpha": 1, "extra": {"lib_alpha": 2}})

@@ -266,7 +266,7 @@ def test_read_pairs_accepts_both_formats_and_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mipo.train_data import read_pairs
+    from mipo.pairs_file import read_pairs
 
     chat = read_pairs(write_pairs(tmp_path / "chat.jsonl", 3))
     assert chat[0]["chosen"][0]["role"] == "assistant" and set(chat[0]) == {"prompt", "chosen", "rejected"}
@@ -277,3 +277,313 @@ def test_read_pairs_accepts_both_formats_and_parquet(tmp_path):
         tmp_path / "p.parquet",
     )
     assert read_pairs(tmp_path / "p.parquet") == chat
+
+
+# ---- nothing lost (issue 13): overwrite removes only what a mipo run wrote; resume checks what it resumes ----
+
+
+def _one_line_error(cli, *args) -> str:
+    code, _, err = cli(*args)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_overwrite_refuses_a_folder_mipo_did_not_write(tmp_path, tiny_model_dir, cli):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 2)
+    proj = tmp_path / "proj"
+    (proj / "checkpoints").mkdir(parents=True)  # looked like a mipo run to the old check
+    (proj / "data").mkdir()
+    (proj / "data" / "corpus.txt").write_text("years of work")
+    (proj / "thesis.tex").write_text("x")
+    err = _one_line_error(
+        cli, "train", "--model", tiny_model_dir, "--pairs", pairs, "--out", proj, "--overwrite", *FAST
+    )
+    assert "not written by a mipo training run (no mipo_run.json)" in err
+    assert (proj / "thesis.tex").read_text() == "x"
+    assert (proj / "data" / "corpus.txt").read_text() == "years of work"
+    assert (proj / "checkpoints").is_dir()
+
+
+def test_an_output_that_holds_an_input_is_refused_before_anything_is_touched(tmp_path, tiny_model_dir, cli):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pairs = write_pairs(run / "pairs.jsonl", 2)
+    before = pairs.read_bytes()
+    err = _one_line_error(
+        cli, "train", "--model", tiny_model_dir, "--pairs", pairs, "--out", run, "--overwrite", *FAST
+    )
+    assert f"--pairs {pairs} is inside --out {run}" in err
+    assert pairs.read_bytes() == before
+
+    model = tmp_path / "runA"
+    shutil.copytree(tiny_model_dir, model)
+    files = sorted(p.name for p in model.iterdir())
+    other = write_pairs(tmp_path / "other.jsonl", 2)
+    err = _one_line_error(
+        cli, "train", "--model", model, "--pairs", other, "--out", model, "--overwrite", *FAST
+    )
+    assert f"--model {model} is inside --out {model}" in err
+    assert sorted(p.name for p in model.iterdir()) == files
+
+
+def test_overwrite_replaces_only_the_runs_own_files_and_only_once_it_succeeded(
+    tmp_path, tiny_model_dir, cli, ref_cache
+):
+    from transformers import TrainerCallback
+
+    from mipo.training import TrainConfig, train
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 4)
+    out = tmp_path / "run"
+    args = ["train", "--model", tiny_model_dir, "--pairs", pairs, "--out", out, "--max-steps", "1", *FAST]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    marker = json.loads((out / "mipo_run.json").read_text())
+    assert {"adapter_model.safetensors", "train_summary.json", "metrics.jsonl"} <= set(marker["entries"])
+    (out / "notes.md").write_text("my notes")  # the user's, not the run's
+    adapter = (out / "adapter_model.safetensors").read_bytes()
+
+    class Fail(Exception):
+        pass
+
+    class FailAtFirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            raise Fail
+
+    config = TrainConfig(
+        model=str(tiny_model_dir), pairs=str(pairs), out=str(out), overwrite=True, max_steps=1, batch_size=4,
+        max_length=64, learning_rate=1e-2,
+    )  # fmt: skip
+    with pytest.raises(Fail):
+        train(config, callbacks=[FailAtFirstStep()])
+    assert (out / "adapter_model.safetensors").read_bytes() == adapter  # the old artifact is whole
+    assert (out / "train_summary.json").is_file()
+
+    code, _, err = cli(*args, "--overwrite", "--learning-rate", "1e-2")
+    assert code == 0, err
+    assert (out / "notes.md").read_text() == "my notes"
+    assert (out / "adapter_model.safetensors").read_bytes() != adapter
+    assert json.loads((out / "train_config.json").read_text())["dpo_config"]["learning_rate"] == 1e-2
+    assert not any(p.name.startswith(".run.") for p in tmp_path.iterdir())  # the staging folder is gone
+
+
+def test_resume_refuses_another_job_and_a_finished_run(tmp_path, tiny_model_dir, cli, ref_cache, capsys):
+    from transformers import TrainerCallback
+
+    from mipo.training import TrainConfig, train
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 16)
+    out = tmp_path / "cut"
+
+    class StopAtThree(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(
+            TrainConfig(
+                model=str(tiny_model_dir), pairs=str(pairs), out=str(out), max_steps=4, save_steps=2,
+                batch_size=4, max_length=64,
+            ),
+            callbacks=[StopAtThree()],
+        )  # fmt: skip
+    capsys.readouterr()  # the interrupted run's progress bars
+    base = ["train", "--model", tiny_model_dir, "--out", out, "--max-steps", "4", "--save-steps", "2"]
+    base += ["--batch-size", "4", "--max-length", "64", "--resume"]
+    err = _one_line_error(cli, *base, "--pairs", pairs, "--beta", "0.3")
+    assert "cannot resume the training in" in err and "settings.beta: 0.1 -> 0.3" in err
+    other = write_pairs(tmp_path / "other.jsonl", 17)
+    err = _one_line_error(cli, *base, "--pairs", other)
+    assert "pairs: sha256:" in err
+    cut = out / "checkpoints" / "checkpoint-3"  # a checkpoint a kill cut before its trainer_state.json
+    cut.mkdir()
+    (cut / "adapter_model.safetensors").write_bytes(b"half")
+    code, _, err = cli(*base, "--pairs", pairs)
+    assert code == 0, err
+    assert json.loads((out / "train_summary.json").read_text())["resumed_from"].endswith("checkpoint-2")
+    assert [r["step"] for r in rows(out / "metrics.jsonl")] == [1, 2, 3, 4]
+    err = _one_line_error(cli, *base, "--pairs", pairs)
+    assert "this training run is finished" in err and "pass --resume" not in err
+    err = _one_line_error(cli, *base[:-1], "--pairs", pairs)  # neither --resume nor --overwrite
+    assert "holds a finished training run; pass --overwrite to train it again" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--dpo", "beta=abc"], "dpo: beta must be float, got 'abc'"),
+        (["--dpo", "warmup_steps=soon"], "dpo: warmup_steps must be float, got 'soon'"),
+        (["--save_total_limit", "many"], "dpo: save_total_limit must be int or null, got 'many'"),
+        (
+            ["--dpo", "lr_scheduler_kwargs=3"],
+            "dpo: lr_scheduler_kwargs must be mapping or str or null, got 3",
+        ),
+        (["--objective", "dpoo"], "unknown training objective 'dpoo'; known: dpo, sft"),
+        (
+            ["--out", "/proc/mipo-test/run"],
+            "--out /proc/mipo-test/run: cannot create it (No such file or directory)",
+        ),
+        (["--objective", "sft", "--dpo", "precompute_ref_log_probs=true"], "unknown SFTConfig field(s)"),
+    ],
+)
+def test_wrongly_typed_trainer_fields_are_refused_before_any_folder(
+    tmp_path, tiny_model_dir, cli, flags, expected
+):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 2)
+    out = tmp_path / "out"
+    err = _one_line_error(cli, "train", "--model", tiny_model_dir, "--pairs", pairs, "--out", out, *flags)
+    assert expected in err, err
+    assert not out.exists()
+
+
+# ---- configs in TRL's vocabulary (issue 12) ----
+
+
+def test_trl_names_are_flags_and_yaml_keys(tmp_path, tiny_model_dir, cli, ref_cache):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 4)
+    settings = tmp_path / "train.yaml"
+    settings.write_text(
+        "weight_decay: 0.01\nepochs: 3\ndpo: {adam_beta2: 0.99}\n"
+    )  # an old name, TRL's, a mapping
+    out = tmp_path / "run"
+    code, stdout, err = cli(
+        "train", "--model", tiny_model_dir, "--pairs", pairs, "--out", out, "--config", settings,
+        "--per_device_train_batch_size", "2", "--num_train_epochs", "1", "--max_steps", "2", "--max_length", "64",
+        "--warmup_steps", "1", "--lr_scheduler_type", "constant_with_warmup", "--learning_rate", "1e-4",
+        "--use_liger_kernel", "false", "--logging_first_step",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "2 steps" in stdout
+    used = json.loads((out / "train_config.json").read_text())["dpo_config"]
+    assert used["per_device_train_batch_size"] == 2 and used["num_train_epochs"] == 1.0
+    assert (used["max_steps"], used["warmup_steps"], used["lr_scheduler_type"]) == (
+        2,
+        1,
+        "constant_with_warmup",
+    )
+    assert (used["learning_rate"], used["weight_decay"], used["adam_beta2"]) == (1e-4, 0.01, 0.99)
+    assert used["logging_first_step"] is True and used["use_liger_kernel"] is False
+
+
+def test_train_help_shows_real_defaults_and_every_trl_field(cli, capsys):
+    import dataclasses
+
+    from trl import DPOConfig, SFTConfig
+
+    with pytest.raises(SystemExit) as done:
+        cli("train", "--help")
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # as one line, whatever the terminal width
+    assert "LoRA rank (default: 16)" in text and "(default: None)" not in text
+    assert "(prompt, chosen, rejected) (required)" in text and "metrics) (required)" in text
+    assert "peak learning rate (default: 2e-4 with LoRA, 5e-7 with --full)" in text
+    assert "--per_device_train_batch_size" in text and "--batch-size" in text
+    assert "--no-overwrite" not in text and "--no-full" not in text and "--no-ref-cache" in text
+    for config_class in (DPOConfig, SFTConfig):
+        for field in dataclasses.fields(config_class):
+            if field.init and field.name != "output_dir":
+                assert f"--{field.name}" in text, field.name
+
+
+def test_old_names_and_python_keywords_still_work():
+    from mipo.config import from_dict
+    from mipo.training import TrainConfig
+
+    old = from_dict(
+        TrainConfig, {"pairs": "p", "out": "o", "epochs": 2, "batch_size": 4, "grad_accumulation": 3}
+    )
+    new = TrainConfig(pairs="p", out="o", epochs=2, batch_size=4, grad_accumulation=3)
+    for config in (old, new):
+        assert (config.num_train_epochs, config.per_device_train_batch_size) == (2, 4)
+        assert config.gradient_accumulation_steps == 3
+    unset = from_dict(TrainConfig, {"pairs": "p", "out": "o", "lora_r": None, "batch_size": None})
+    assert (unset.lora_r, unset.per_device_train_batch_size) == (16, 8)  # null, as old configs wrote "unset"
+    moved = TrainConfig(pairs="p", out="o", dpo={"beta": 0.3, "warmup_steps": 5})
+    assert moved.beta == 0.3 and moved.dpo == {"warmup_steps": 5}
+    with pytest.raises(Exception, match="set beta either as a flag or in dpo, not both"):
+        TrainConfig(pairs="p", out="o", beta=0.2, dpo={"beta": 0.3})
+
+
+def test_sigkill_at_seeded_points_then_resume_reaches_the_same_losses(tmp_path, tiny_model_dir, ref_cache):
+    """Kill `mipo train` (SIGKILL, no cleanup) at points drawn by a seeded random draw over its steps, resume
+    each time; the metrics match an uninterrupted run's. A kill can land inside a checkpoint's writing."""
+    import random
+    import signal
+    import time
+
+    from mipo.training import TrainConfig, train
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 12)
+    settings = ["--max-steps", "6", "--save-steps", "1", "--batch-size", "2", "--max-length", "64"]
+    whole = train(
+        TrainConfig(
+            model=str(tiny_model_dir), pairs=str(pairs), out=str(tmp_path / "whole"), max_steps=6, save_steps=1,
+            batch_size=2, max_length=64,
+        )
+    )  # fmt: skip
+    expected = [r["loss"] for r in rows(whole / "metrics.jsonl")]
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "mipo", "train", "--model", str(tiny_model_dir), "--pairs", str(pairs)]
+    command += ["--out", str(out), "--device", "cpu", *settings]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "MIPO_CACHE": str(ref_cache)}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    kill_points = sorted(random.Random(13).sample(range(1, 6), 2))  # after this many metrics rows
+    for attempt, point in enumerate(kill_points):
+        process = subprocess.Popen(
+            command + (["--resume"] if attempt else []),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        metrics = out / "metrics.jsonl"
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= point:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        process.wait(timeout=60)
+        assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+        assert not (out / "train_summary.json").exists()
+    done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = rows(out / "metrics.jsonl")
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in got] == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_full_disk_while_training_is_one_line_and_the_run_resumes(tmp_path, tiny_model_dir, ref_cache):
+    import errno
+
+    from transformers import TrainerCallback
+
+    from mipo.errors import MipoError
+    from mipo.training import TrainConfig, train
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 16)
+    out = tmp_path / "run"
+
+    class DiskFullAtThree(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise OSError(
+                    errno.ENOSPC, "No space left on device", str(out / "checkpoints" / "checkpoint-3")
+                )
+
+    def config(**kw) -> TrainConfig:
+        return TrainConfig(
+            model=str(tiny_model_dir), pairs=str(pairs), out=str(out), max_steps=4, save_steps=2, batch_size=4,
+            max_length=64, **kw,
+        )  # fmt: skip
+
+    with pytest.raises(
+        MipoError, match="checkpoint-3: No space left on device; the checkpoints written so far"
+    ):
+        train(config(), callbacks=[DiskFullAtThree()])
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    summary = json.loads((train(config(resume=True)) / "train_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4

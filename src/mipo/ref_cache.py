@@ -6,6 +6,14 @@ log-probabilities are computed once, before training, with TRL's own ``DPOTraine
 training). They are stored under ``$MIPO_CACHE/ref_logps/<key>.json``, the key hashing the reference model,
 the pairs file's content, the tokens TRL made of it (chat template included), the truncation settings and
 the dtype, so a second run or epoch reuses them and any change to those recomputes them.
+
+Why not TRL's own ``precompute_ref_log_probs`` (TRL 1.16)? It computes the same numbers, but inside
+``DPOTrainer.__init__`` (before mipo can look in its cache), in dataset order (more padding than longest
+first), and it caches them in the ``datasets`` cache under a hash of every weight of the model, LoRA
+adapter included (freshly initialised, so a new seed misses), or, for a dataset built in memory as mipo's is,
+in a temporary folder deleted at exit: a second run never reuses them. So mipo computes them itself with
+TRL's public ``compute_ref_log_probs`` and keeps them on disk; ``mipo.trl_precompute`` then tells the
+trainer they are there.
 """
 
 from __future__ import annotations
@@ -17,27 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from mipo.files import atomic_write_json
+from mipo.fingerprint import weights_identity
 from mipo.models import cache_dir
+from mipo.trl_precompute import use_precomputed_reference
+
+reference_identity = weights_identity  # moved: mipo.fingerprint.weights_identity
 
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
-
-
-def reference_identity(model_source: str) -> dict[str, Any]:
-    """What identifies the reference weights: the folder's config and each weight file's name, size and mtime."""
-    folder = Path(model_source)
-    if not folder.is_dir():
-        return {
-            "model": model_source
-        }  # a Hub id: the id names the weights (revision pinned by the hub cache)
-    files = sorted(
-        p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json"
-    )
-    return {
-        "model": str(folder.resolve()),
-        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
-    }
 
 
 def token_digest(dataset: Any) -> str:
@@ -125,8 +121,5 @@ def attach_reference_logps(
             dataset = dataset.remove_columns(name)
         dataset = dataset.add_column(name, values)
     trainer.train_dataset = dataset
-    # What precompute_ref_log_probs=True would have set up in DPOTrainer.__init__.
-    trainer.precompute_ref_logps = True
-    trainer.args.precompute_ref_log_probs = True
-    trainer.ref_model = None
+    use_precomputed_reference(trainer)
     return {"cache": str(path) if use_cache else None, "key": key, "hit": hit, "fields": fields}
