@@ -30,6 +30,8 @@ test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
+	@# llama.cpp, the peer a CPU user would pick, built from its source package (about 15-30 minutes here)
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || (time CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/python -m pip install -q llama-cpp-python==0.3.36) || echo "llama-cpp-python did not build: the llama.cpp run is skipped"
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/generation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/training.py
 

@@ -1,7 +1,9 @@
 """Generation speed, in one run: tokens/s of ``model.generate`` (one prompt at a time, batches of 32),
-of mipo's ``hf`` engine, and of a plain forward pass over as many tokens (the compute ceiling);
-and MIPO pairs per minute with ``random`` negatives (one generation per prompt) against a pipeline that
-generates chosen and rejected separately (two generations per prompt).
+of mipo's ``hf`` engine with one worker and with its default workers (one per core), of llama.cpp on the
+same GGUF file (the tool a CPU user would pick; skipped where ``llama-cpp-python`` is not installed),
+and of a plain forward pass over as many tokens (the compute ceiling); and MIPO pairs per minute with
+``random`` negatives (one generation per prompt) against a pipeline that generates chosen and rejected
+separately (two generations per prompt).
 
     PYTHONPATH=src python bench/generation.py --model smollm2-135m --prompts 64 --max-new-tokens 128
 
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--batch-size", type=int, default=64, help="mipo engine batch size")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: torch's)")
     args = parser.parse_args()
 
     import torch
@@ -100,26 +103,34 @@ def main() -> None:
         flush=True,
     )
 
-    stats = GenerationStats()
-    _, seconds = timed(
-        lambda: generate_responses(
-            model,
-            tokenizer,
-            convs,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            progress=False,
-            stats=stats,
+    def mipo_engine(label: str, key: str, workers: int | None) -> None:
+        stats = GenerationStats()
+        _, seconds = timed(
+            lambda: generate_responses(
+                model,
+                tokenizer,
+                convs,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=args.batch_size,
+                progress=False,
+                stats=stats,
+                workers=workers,
+            )
         )
-    )
-    rates["c_mipo_hf"] = stats.new_tokens / seconds
-    print(
-        f"(c) mipo hf engine, batch {args.batch_size}: {stats.new_tokens} tokens in {seconds:.1f}s = {rates['c_mipo_hf']:.1f} tok/s "
-        f"(padding {stats.padding_tokens} of {stats.prompt_tokens + stats.padding_tokens} prompt tokens)",
-        flush=True,
-    )
+        rates[key] = stats.new_tokens / seconds
+        print(
+            f"({key[0]}) mipo hf engine, {label}, batch {args.batch_size}: {stats.new_tokens} tokens in "
+            f"{seconds:.1f}s = {rates[key]:.1f} tok/s",
+            flush=True,
+        )
+
+    from mipo.workers import default_workers
+
+    workers = default_workers("cpu")
+    mipo_engine("one worker (2 threads)", "c1_mipo_one_worker", 1)
+    mipo_engine(f"{workers} workers (the default)", "c_mipo_hf", None)
 
     # (d) the ceiling: one forward pass per batch of 64 sequences as long as prompt + new tokens.
     length = max(len(e) for e in encoded) + args.max_new_tokens
@@ -132,6 +143,9 @@ def main() -> None:
         f"(d) forward pass: {ids.numel()} tokens in {seconds:.1f}s = {rates['d_forward']:.1f} tok/s",
         flush=True,
     )
+
+    threads = args.threads or torch.get_num_threads()
+    rates["e_llamacpp"] = llamacpp_rate(args, encoded, set(stops), threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         prompts_file = Path(tmp) / "prompts.jsonl"
@@ -186,12 +200,45 @@ def main() -> None:
         f"pairs/min: random {random_per_min:.1f}, two-pass {two_pass_per_min:.1f} ({summary.pairs} pairs; "
         "both end to end, model load included)"
     )
+    engine = rates["c_mipo_hf"]
+    llamacpp = f"{engine / rates['e_llamacpp']:.2f}" if rates["e_llamacpp"] else "skipped"
     print(
-        f"vs_batch32={rates['c_mipo_hf'] / rates['b_generate_batch32']:.2f} "
-        f"vs_forward={rates['c_mipo_hf'] / rates['d_forward']:.2f} "
-        f"vs_one_at_a_time={rates['c_mipo_hf'] / rates['a_generate_one_at_a_time']:.2f} "
+        f"vs_batch32={engine / rates['b_generate_batch32']:.2f} vs_forward={engine / rates['d_forward']:.2f} "
+        f"vs_one_worker={engine / rates['c1_mipo_one_worker']:.2f} vs_llamacpp={llamacpp} "
+        f"vs_one_at_a_time={engine / rates['a_generate_one_at_a_time']:.2f} "
         f"pairs_per_min_vs_two_pass={random_per_min / two_pass_per_min:.2f}"
     )
+
+
+def llamacpp_rate(args, encoded: list[list[int]], stops: set[int], threads: int) -> float:
+    """(e) llama.cpp on the built-in model's GGUF file, all prompts in one context; 0 when not installed."""
+    import importlib.util
+
+    if args.model != "smollm2-135m":
+        print("(e) llama.cpp: skipped (the GGUF peer runs on the built-in smollm2-135m only)", flush=True)
+        return 0.0
+    if importlib.util.find_spec("llama_cpp") is None:
+        print("(e) llama.cpp: skipped (llama-cpp-python is not installed: make bench builds it)", flush=True)
+        return 0.0
+    import llamacpp_peer
+    from mipo.models import BUILTIN_MODELS
+
+    path = str(BUILTIN_MODELS["smollm2-135m"].gguf_path())
+    tokens, seconds = llamacpp_peer.generate(
+        path,
+        encoded,
+        stops,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        threads=threads,
+    )
+    print(
+        f"(e) llama.cpp (llama-cpp-python, Q4_1 GGUF, {len(encoded)} sequences in one context, {threads} "
+        f"threads): {tokens} tokens in {seconds:.1f}s = {tokens / seconds:.1f} tok/s",
+        flush=True,
+    )
+    return tokens / seconds
 
 
 if __name__ == "__main__":

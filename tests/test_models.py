@@ -76,7 +76,7 @@ def test_adapter_folder_maps_builtin_base_back_to_name(tmp_path):
     (tmp_path / "adapter_config.json").write_text(
         json.dumps({"base_model_name_or_path": str(models.cache_dir() / "models" / "smollm2-135m")})
     )
-    assert models._adapter_base(str(tmp_path)) == "smollm2-135m"
+    assert models.adapter_base(str(tmp_path)) == "smollm2-135m"
 
 
 @pytest.mark.slow

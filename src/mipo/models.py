@@ -261,9 +261,6 @@ def adapter_base(source: str) -> str | None:
     return base
 
 
-_adapter_base = adapter_base  # moved: mipo.models.adapter_base (public)
-
-
 def _has_tokenizer(source: str) -> bool:
     return (Path(source) / "tokenizer_config.json").is_file()
 

@@ -25,11 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from mipo.files import atomic_write_json
-from mipo.fingerprint import weights_identity
 from mipo.models import cache_dir
 from mipo.trl_precompute import use_precomputed_reference
-
-reference_identity = weights_identity  # moved: mipo.fingerprint.weights_identity
 
 log = logging.getLogger(__name__)
 

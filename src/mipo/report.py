@@ -396,7 +396,7 @@ def training_blocks(run: RunFolder) -> list[Block]:
     blocks = [Block("h2", "Training")]
     steps = [m for m in run.metrics if "loss" in m and "step" in m]
     if steps:
-        from mipo.curves import plot_curves
+        from mipo.trainer_callbacks import plot_curves
 
         fig = plot_curves(steps, run.figure_path("training.png"))
         what = "loss and reward margin" if any("rewards/margins" in m for m in steps) else "loss"

@@ -246,7 +246,7 @@ def plan_job(config: TrainConfig) -> TrainingJob:
     """Read and check every input and setting; refuse what would lose data. Writes nothing."""
     from mipo import run_folder
     from mipo.fingerprint import check_resume
-    from mipo.models import _adapter_base, default_device, resolve_model
+    from mipo.models import adapter_base, default_device, resolve_model
     from mipo.pairs_file import read_pairs
 
     run_folder.refuse_inputs_inside(config.out, {"--pairs": config.pairs, "--model": config.model})
@@ -255,7 +255,7 @@ def plan_job(config: TrainConfig) -> TrainingJob:
     folder = run_folder.plan(config.out, overwrite=config.overwrite, resume=config.resume)
     pairs = read_pairs(config.pairs)
     source = resolve_model(config.model)
-    if _adapter_base(source) and not config.full:
+    if adapter_base(source) and not config.full:
         raise MipoError(
             f"{config.model}: is a LoRA adapter; train a new adapter on its merged weights "
             f"({config.model}/merged, from --merge) or pass --full"
