@@ -13,7 +13,7 @@ from mipo.judges.cache import VerdictCache, judge_cached
 from mipo.judges.summary import summarize_outcomes, words
 from mipo.judges.template import Template, load_template
 from mipo.judges.verdicts import LOSS, TIE, UNPARSEABLE, WIN, combine_orders
-from mipo.stats import format_ci
+from mipo.results_format import format_ci
 
 CHANCE = 0.5  # agreement of a judge that guesses
 
@@ -99,7 +99,7 @@ def checker_pairs(
 ) -> list[tuple[Any, str, str, tuple[float, float]]]:
     """``(item, reply_a, reply_b, (score_a, score_b))`` for ``prefs`` items: each score is the share of the
     item's stated preferences (``meta["preferences"]``) the reply follows, by the code checkers."""
-    from mipo.tasks.preferences import follows
+    from mipo.tasks.prefs.checkers import follows
 
     out = []
     for item, reply_a, reply_b in zip(items, replies_a, replies_b):
