@@ -324,3 +324,22 @@ def load_dataset(name: str):
         "prefeval": prefeval,
     }
     return modules[name].DATASET
+
+
+def test_cli_exports_the_train_users_prompts(prism_folder, tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("MIPO_PRISM", str(prism_folder))
+    out = tmp_path / "prism-train.jsonl"
+    code, stdout, _ = cli("eval", "--task", "prism", "--export-train", out)
+    train = prompt_records(load_dataset("prism"), str(prism_folder), "train")
+    assert code == 0 and stdout.strip() == f"wrote {len(train)} train prompt records to {out}"
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [r["id"] for r in train]
+
+
+def test_a_column_the_schema_lacks_is_one_line_naming_dataset_file_and_column(prism_folder):
+    rows = [{**conversation_row(0, 0), "user": "user0"}]
+    rows[0].pop("user_id")
+    write_jsonl(prism_folder / "conversations.jsonl", rows)
+    with pytest.raises(
+        MipoError, match=r"^prism: \S+ \(conversations.jsonl\) has no column user_id \(columns: "
+    ):
+        prompt_records(load_dataset("prism"), str(prism_folder), "all")

@@ -65,9 +65,11 @@ def load_table(
     saved_name: str | None = None,
     splits: tuple[str, ...] = ("train",),
     columns: Iterable[str] | None = None,
+    required: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     """The rows of one table of ``source``: ``data_file`` (a file of the repository, ``survey.jsonl``) or
-    the repository's default configuration; a ``save_to_disk`` folder (``saved_name`` its subfolder)."""
+    the repository's default configuration; a ``save_to_disk`` folder (``saved_name`` its subfolder).
+    Only ``columns`` are kept (those present); a missing ``required`` column is a one-line error."""
     import datasets
 
     path = Path(source)
@@ -80,6 +82,13 @@ def load_table(
         except Exception as e:  # offline, unknown id, missing file...: one line naming the dataset
             raise _load_error(dataset, source, data_file, e) from None
     table = _pick_split(dataset, source, data, splits)
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        what = f"{source} ({data_file})" if data_file else source
+        raise MipoError(
+            f"{dataset.name}: {what} has no column {', '.join(missing)} "
+            f"(columns: {', '.join(table.column_names)}); see docs/datasets.md for the schema mipo reads"
+        )
     if columns is not None:
         table = table.select_columns([c for c in columns if c in table.column_names])
     yield from table

@@ -24,6 +24,7 @@ PROFILE_FIELDS = {
     "annotator_ethnicity": "ethnicity",
 }
 NOT_PROFILE = ("annotator_id",)
+REQUIRED = ("conversation_id", "annotator_id", "first_turn_prompt")
 SPLITS = ("train", "filtered", "full")  # v1.1 has one file (train); v1.0 had the filtered and full splits
 
 
@@ -39,7 +40,7 @@ def context_text(row: dict[str, Any]) -> str | None:
 
 def records(source: str) -> list[dict[str, Any]]:
     out = []
-    for row in load_table(DATASET, source, splits=SPLITS):
+    for row in load_table(DATASET, source, splits=SPLITS, required=REQUIRED):
         prompt, user, context = (
             text(row.get("first_turn_prompt")),
             text(row.get("annotator_id")),

@@ -17,7 +17,7 @@ from mipo.tasks.personal.common import PersonalDataset, load_table, register, te
 
 def records(source: str) -> list[dict[str, Any]]:
     out = []
-    for number, row in enumerate(load_table(DATASET, source), start=1):
+    for number, row in enumerate(load_table(DATASET, source, required=("prompt", "system")), start=1):
         prompt, context = text(row.get("prompt")), text(row.get("system"))
         if prompt is None or context is None:
             continue

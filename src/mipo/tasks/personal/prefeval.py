@@ -17,7 +17,7 @@ from mipo.tasks.personal.common import PersonalDataset, load_table, register, te
 
 def records(source: str) -> list[dict[str, Any]]:
     out = []
-    for number, row in enumerate(load_table(DATASET, source), start=1):
+    for number, row in enumerate(load_table(DATASET, source, required=("question", "preference")), start=1):
         prompt, context = text(row.get("question")), text(row.get("preference"))
         if prompt is None or context is None:
             continue

@@ -45,7 +45,12 @@ def opening_prompt(conversation: dict[str, Any]) -> str | None:
 
 def records(source: str) -> list[dict[str, Any]]:
     survey = load_table(
-        DATASET, source, data_file="survey.jsonl", saved_name="survey", columns=SURVEY_COLUMNS
+        DATASET,
+        source,
+        data_file="survey.jsonl",
+        saved_name="survey",
+        columns=SURVEY_COLUMNS,
+        required=("user_id",),
     )
     contexts = {
         str(row["user_id"]): context_text(text(row.get("self_description")), text(row.get("system_string")))
@@ -57,6 +62,7 @@ def records(source: str) -> list[dict[str, Any]]:
         data_file="conversations.jsonl",
         saved_name="conversations",
         columns=CONVERSATION_COLUMNS,
+        required=("conversation_id", "user_id"),
     )
     out = []
     for conversation in conversations:
