@@ -343,3 +343,32 @@ def test_a_column_the_schema_lacks_is_one_line_naming_dataset_file_and_column(pr
         MipoError, match=r"^prism: \S+ \(conversations.jsonl\) has no column user_id \(columns: "
     ):
         prompt_records(load_dataset("prism"), str(prism_folder), "all")
+
+
+def test_mipo_pairs_on_prism_train_users_with_incomplete_negatives(prism_folder, tmp_path, tiny_model_dir):
+    from mipo.pairs import PairsConfig, run_pairs
+
+    out = tmp_path / "pairs.jsonl"
+    config = PairsConfig(
+        model=str(tiny_model_dir),
+        prompts=f"prism:{prism_folder}",
+        out=str(out),
+        strategy="incomplete",
+        limit=3,
+        max_new_tokens=4,
+        workers=1,
+        progress=False,
+    )
+    run_pairs(config)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    train = {r["id"]: r for r in prompt_records(load_dataset("prism"), str(prism_folder), "train")[:3]}
+    assert rows and {row["id"] for row in rows} <= set(train)
+    for row in rows:
+        record = train[row["id"]]
+        assert row["prompt"] == [
+            {"role": "system", "content": record["context"]},
+            {"role": "user", "content": record["prompt"]},
+        ]
+        assert row["negative_prompt"] == [
+            {"role": "user", "content": record["prompt"]}
+        ]  # the context dropped
