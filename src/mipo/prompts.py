@@ -1,4 +1,5 @@
-"""The prompts stage: read prompt records from JSONL, CSV, Parquet, a saved ``datasets`` folder or a Hub id.
+"""The prompts stage: read prompt records from JSONL, CSV, Parquet, a saved ``datasets`` folder or a Hub id,
+or a named dataset registered in ``PROMPT_SOURCES`` (``prism``, ``prism:FOLDER``; ``mipo.tasks.personal``).
 
 A record is ``{id, prompt, context?, system?, answer?, meta?}``: ``prompt`` is a string or a list of chat
 messages, ``context`` the user's own context (a persona, stated preferences). ``to_conversation`` turns a
@@ -17,10 +18,15 @@ from typing import Any
 
 from mipo.errors import ConfigError, InputError, MipoError
 from mipo.files import TEXT_ENCODING, read_jsonl, read_parquet_rows
+from mipo.registry import Registry
 
 Message = dict[str, str]
 CONTEXT_MODES = ("system", "prefix")
 ROLES = ("system", "user", "assistant")
+
+# Named datasets a prompt source may be (``NAME`` or ``NAME:ARGUMENT``): name -> ``rows(argument, split)``,
+# a list of records. Their modules live in ``mipo.tasks`` and register here on import.
+PROMPT_SOURCES: Registry = Registry("prompt source", "mipo.tasks")
 
 
 @dataclass
@@ -90,6 +96,10 @@ def _read_rows(source: str, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from _datasets_rows(source, lambda: _load_from_disk(path, split))
         return
     if not path.exists():
+        head, _, argument = source.partition(":")
+        if head and "/" not in head and head in PROMPT_SOURCES:
+            yield from enumerate(PROMPT_SOURCES.get(head)(argument or None, split), start=1)
+            return
         parts = source.split("/")
         if len(parts) == 2 and all(parts) and not path.suffix:
             yield from _datasets_rows(source, lambda: _load_hub(source, split))

@@ -23,7 +23,9 @@ def exportable_tasks() -> list[str]:
 
 @dataclass
 class PromptExportConfig:
-    task: str = option("prefs", "the task whose train prompts to write (prefs or gsm8k)")
+    task: str = option(
+        "prefs", "the task whose train prompts to write (prefs, gsm8k, or a dataset: prism[:FOLDER], ...)"
+    )
     out: str | None = option(None, "the JSONL file to write", required=True)
     limit: int | None = option(None, "prefs: the first N train questions; gsm8k: the first N records")
     profiles_per_question: int = option(1, "prefs: user profiles drawn per train question")
@@ -41,7 +43,7 @@ class PromptExportConfig:
             problems.append("profiles_per_question must be at least 1")
         if not 0 <= self.train_split < 1:
             problems.append("train_split must be in [0, 1)")
-        if self.task not in exportable_tasks():
+        if self.task.partition(":")[0] not in exportable_tasks():  # prism:FOLDER names its local copy
             problems.append(
                 f"task: {self.task!r} has no train prompts to export (choose {' or '.join(exportable_tasks())})"
             )
@@ -62,5 +64,5 @@ def write_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
 
 def export_prompts(config: PromptExportConfig) -> Path:
     """Write the train prompt records of ``config.task`` to ``config.out``; return the path."""
-    records = TASKS.get(config.task).train_prompts(config)
+    records = TASKS.get(config.task.partition(":")[0]).train_prompts(config)
     return write_records(config.out, records)
