@@ -372,3 +372,11 @@ def test_mipo_pairs_on_prism_train_users_with_incomplete_negatives(prism_folder,
         assert row["negative_prompt"] == [
             {"role": "user", "content": record["prompt"]}
         ]  # the context dropped
+
+
+def test_the_local_copy_may_follow_the_name_after_a_colon(prism_folder):
+    from mipo.tasks import task_list_help
+
+    by_argument = load_task(f"prism:{prism_folder}", limit=3)
+    assert [item.id for item in by_argument.items] and all(item.context for item in by_argument.items)
+    assert "prism[:SOURCE]" in task_list_help()

@@ -88,6 +88,7 @@ class TaskEntry:
     build: Callable[[TaskOptions], Task]
     summary: str
     argument: str | None = None  # e.g. "PATH": the task is named ``name:PATH``
+    argument_optional: bool = False  # ``name`` alone works too (e.g. a dataset: a local copy after the colon)
     # the task's train prompts for ``mipo.tasks.export`` (tasks that hold questions apart for MIPO)
     train_prompts: Callable[[PromptExportConfig], list[dict[str, Any]]] | None = None
 
@@ -100,12 +101,13 @@ def register_task(
     summary: str,
     *,
     argument: str | None = None,
+    argument_optional: bool = False,
     train_prompts: Callable[[PromptExportConfig], list[dict[str, Any]]] | None = None,
 ) -> Callable[[Callable[[TaskOptions], Task]], Callable[[TaskOptions], Task]]:
     """``@register_task("name", "one line")`` on a function ``build(options) -> Task``."""
 
     def decorator(build: Callable[[TaskOptions], Task]) -> Callable[[TaskOptions], Task]:
-        TASKS.register(name, TaskEntry(build, summary, argument, train_prompts))
+        TASKS.register(name, TaskEntry(build, summary, argument, argument_optional, train_prompts))
         return build
 
     return decorator
@@ -113,9 +115,13 @@ def register_task(
 
 def task_list_help() -> str:
     """The task names as a user types them: ``arc-easy, ..., file:PATH``."""
-    return ", ".join(
-        f"{name}:{TASKS.get(name).argument}" if TASKS.get(name).argument else name for name in TASKS.names()
-    )
+    return ", ".join(_spelling(name, TASKS.get(name)) for name in TASKS.names())
+
+
+def _spelling(name: str, entry: TaskEntry) -> str:
+    if entry.argument is None:
+        return name
+    return f"{name}[:{entry.argument}]" if entry.argument_optional else f"{name}:{entry.argument}"
 
 
 def split_task_list(text: str) -> list[str]:
@@ -144,7 +150,7 @@ def load_task(
     entry = TASKS.get(head) if head in TASKS else None
     if entry is None or (colon and entry.argument is None):
         raise ConfigError(f"unknown task '{name}': choose from {task_list_help()}")
-    if entry.argument is not None and not argument:
+    if entry.argument is not None and not argument and not entry.argument_optional:
         raise ConfigError(f"task '{head}' takes {entry.argument}: write {head}:{entry.argument}")
     options = TaskOptions(argument or None, train_split, prompts, preference_types)
     task = entry.build(options)

@@ -176,6 +176,8 @@ def register(dataset: PersonalDataset) -> PersonalDataset:
         argument = config.task.partition(":")[2] or None
         return prompt_records(dataset, argument, "train")[: config.limit]
 
-    register_task(dataset.name, dataset.summary, train_prompts=train_prompts)(build)
+    register_task(
+        dataset.name, dataset.summary, argument="SOURCE", argument_optional=True, train_prompts=train_prompts
+    )(build)
     PROMPT_SOURCES.register(dataset.name, lambda argument, split: prompt_records(dataset, argument, split))
     return dataset
