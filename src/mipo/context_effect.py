@@ -84,6 +84,48 @@ def per_type_context_effect(
     }
 
 
+def summarize(
+    arms: dict[str, dict[int, Sequence[dict[str, Any]]]],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ``context_effect`` entry of ``results.json`` from example rows: ``arms[arm][seed]`` is one row
+    per item (``score``, and ``preferences`` for per-type rates), items aligned across arms and seeds.
+
+    With all four arms: :func:`context_effect`, per preference type, and the verdict. With only the
+    model's two arms (no baseline): its scores with and without the context and their paired difference
+    (``lift``); nothing tells personalization from a generic shift then, and the verdict says so.
+    """
+    stats = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
+    scores = {arm: _item_scores(by_seed) for arm, by_seed in arms.items()}
+    if set(arms) != set(ARMS):
+        with_, without = scores["model_with"], scores["model_without"]
+        lift = paired_difference(with_, without, **stats)
+        return {
+            "scores": {arm: mean_ci(values, **stats) for arm, values in scores.items()},
+            "lift": lift,
+            "n": len(with_),
+            "verdict": (
+                f"no baseline: the model scores {_signed(lift, 3)} more with the user's context than without; "
+                "pass --baseline to tell personalization from a generic shift"
+            ),
+        }
+    summary = context_effect(*(scores[arm] for arm in ARMS), **stats)
+    flat = {arm: [row for s in sorted(arms[arm]) for row in arms[arm][s]] for arm in ARMS}
+    if any(row.get("preferences") for row in flat["model_with"]):
+        summary["per_preference"] = per_type_context_effect(flat, **stats)
+    summary["verdict"] = verdict(summary)
+    return summary
+
+
+def _item_scores(by_seed: dict[int, Sequence[dict[str, Any]]]) -> list[float]:
+    """Each item's score averaged over seeds."""
+    seeds = sorted(by_seed)
+    return [sum(by_seed[s][i]["score"] for s in seeds) / len(seeds) for i in range(len(by_seed[seeds[0]]))]
+
+
 def verdict(summary: dict[str, Any], *, digits: int = 3) -> str:
     """One line that says which moved: the context effect (personalization) or a generic shift."""
     effect, shift, gain = summary["context_effect"], summary["generic_shift"], summary["gain"]

@@ -169,7 +169,36 @@ def _task_details(name: str, entry: dict[str, Any]) -> list[str]:
         text.append(
             f"\n{name}: pairs file  chosen {format_ci(p['chosen'])}  rejected {format_ci(p['rejected'])}"
         )
+    if entry.get("context_effect"):
+        text += ["", *context_effect_lines(name, entry["context_effect"])]
     return text
+
+
+def context_effect_lines(name: str, effect: dict[str, Any], *, indent: str = "  ") -> list[str]:
+    """The context effect of one task as text: both models with and without the user's context, the
+    generic shift and the context effect (paired, with intervals and p-values), then the verdict."""
+    scores = effect.get("scores", {})
+    lines = [f"{name}: with and without the user's context (n={effect.get('n')} items)"]
+    for role in ("model", "baseline"):
+        if f"{role}_with" in scores:
+            lines.append(
+                f"{indent}{role:<9} with {format_ci(scores[f'{role}_with'])}   "
+                f"without {format_ci(scores.get(f'{role}_without'))}"
+            )
+    parts = (
+        ("generic shift", "generic_shift", "model - baseline, without context"),
+        ("context effect", "context_effect", "(model - baseline) with minus without, paired per item"),
+        ("with - without", "lift", "the model alone"),
+    )
+    for label, key, meaning in parts:
+        if effect.get(key):
+            lines.append(
+                f"{indent}{label:<15}{format_ci(effect[key], signed=True)}  "
+                f"p {format_p(effect[key].get('p_value'))}  ({meaning})"
+            )
+    if effect.get("verdict"):
+        lines.append(f"{indent}verdict: {effect['verdict']}")
+    return lines
 
 
 def _models_line(models: dict[str, Any]) -> str:
