@@ -679,7 +679,8 @@ def run_without_context(config: EvalConfig, job: Job, slot: _ModelSlot) -> Runs:
                 )
                 bare[task.name][role] = {int(s): rows for s, rows in json.loads(cache.read_text()).items()}
                 continue
-            engine = slot.get(job.roles[role])
+            name = job.roles[role]
+            engine = slot.loaded if slot.name == name else slot.get(name)
             log.info("%s: %s without the user's context (the context effect)", task.name, role)
             by_seed = run_model(config, job, without_context(task), engine, no_context_role(role))
             bare[task.name][role] = by_seed

@@ -100,7 +100,7 @@ def comparison_rows(evaluations: Iterable[dict[str, Any]]) -> list[ComparisonRow
             diff = entry.get("difference")
             rows.append(
                 ComparisonRow(
-                    task=task,
+                    task=task_label(task, entry),
                     metric=entry.get("metric", ""),
                     n=str(entry.get("n", "")),
                     baseline=format_ci(entry.get("baseline")),
@@ -112,18 +112,35 @@ def comparison_rows(evaluations: Iterable[dict[str, Any]]) -> list[ComparisonRow
     return rows
 
 
+def task_label(task: str, entry: dict[str, Any]) -> str:
+    """A task's name in tables: ``pmi (context)`` for the context PMI, so it reads apart from topic PMI."""
+    return f"{task} (context)" if entry.get("against") == "context" else task
+
+
 def comparison_table(evaluations: list[dict[str, Any]]) -> str:
     """The fixed-width before/after table ``mipo demo`` prints: one line per task."""
     label = shared_ci_label(evaluations)
+    rows = comparison_rows(evaluations)
+    width = max([8, *(len(row.task) for row in rows)])
     lines = [
-        f"{'task':<8} {'n':>4}  {f'base [{label}]':<24} {f'MIPO [{label}]':<24} "
+        f"{'task':<{width}} {'n':>4}  {f'base [{label}]':<24} {f'MIPO [{label}]':<24} "
         f"{f'MIPO - base [{label}]':<26} p"
     ]
-    for row in comparison_rows(evaluations):
+    for row in rows:
         lines.append(
-            f"{row.task:<8} {row.n:>4}  {row.baseline:<24} {row.model:<24} {row.difference:<26} {row.p}"
+            f"{row.task:<{width}} {row.n:>4}  {row.baseline:<24} {row.model:<24} {row.difference:<26} {row.p}"
         )
     return "\n".join(lines)
+
+
+def context_effect_summary(evaluations: list[dict[str, Any]]) -> list[str]:
+    """Under the demo's table: each task's context effect lines (with and without context, verdict)."""
+    lines = []
+    for results in evaluations:
+        for task, entry in results.get("tasks", {}).items():
+            if entry.get("context_effect"):
+                lines += ["", *context_effect_lines(task, entry["context_effect"])]
+    return lines
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -135,7 +152,7 @@ def results_table(results: dict[str, Any]) -> str:
         diff = entry.get("difference")
         lines.append(
             [
-                name,
+                task_label(name, entry),
                 str(entry["n"]),
                 format_ci(entry["model"], missing="-"),
                 format_ci(entry.get("baseline"), missing="-"),
