@@ -15,7 +15,9 @@ Intervals are paired bootstraps over items and p-values sign-flip tests (``mipo.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mipo.stats import mean_ci, paired_difference
@@ -148,6 +150,46 @@ def verdict(summary: dict[str, Any], *, digits: int = 3) -> str:
             f"nor the generic shift ({text['shift']}) is clear of zero"
         )
     return f"no measured change: gain {text['gain']}, context effect {text['effect']}"
+
+
+def arm_item_scores(eval_dir: str | Path, task: str) -> dict[str, dict[str, float]] | None:
+    """``{arm: {item id: score averaged over seeds}}`` of one finished evaluation folder, read from its
+    example files (with the context: ``examples``; without: ``context_effect.examples``); None when that
+    task was not answered without the context by both models."""
+    eval_dir = Path(eval_dir)
+    entry = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))["tasks"].get(task) or {}
+    without = (entry.get("context_effect") or {}).get("examples") or {}
+    if set(without) != {"model", "baseline"}:
+        return None
+    files = {f"{role}_with": entry["examples"][role] for role in without}
+    files |= {f"{role}_without": path for role, path in without.items()}
+    scores = {}
+    for arm, path in files.items():
+        by_id: dict[str, list[float]] = {}
+        for line in (eval_dir / path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                by_id.setdefault(str(row["id"]), []).append(float(row["score"]))
+        scores[arm] = {item: sum(v) / len(v) for item, v in by_id.items()}
+    kept = set(scores["model_without"])  # items without a context were not answered again
+    return {arm: {item: v for item, v in values.items() if item in kept} for arm, values in scores.items()}
+
+
+def pooled_context_effect(eval_dirs: Iterable[str | Path], task: str = "prefs", **stats: Any) -> dict | None:
+    """The context effect of several runs of one recipe (e.g. one per seed) on the same items: each item's
+    four scores averaged over the runs, then :func:`context_effect` and its verdict (``scripts/
+    results_table.py``). Runs without the no-context replies are left out; None when none has them."""
+    runs = [scores for d in eval_dirs if (scores := arm_item_scores(d, task)) is not None]
+    if not runs:
+        return None
+    ids = sorted(runs[0]["model_without"])
+    if any(sorted(run[arm]) != ids for run in runs for arm in ARMS):
+        raise ValueError(f"{task}: the runs scored different items; cannot pool their context effect")
+    pooled = [[sum(run[arm][i] for run in runs) / len(runs) for i in ids] for arm in ARMS]
+    summary = context_effect(*pooled, **stats)
+    summary["runs"] = len(runs)
+    summary["verdict"] = verdict(summary)
+    return summary
 
 
 def _excludes_zero(part: dict[str, Any]) -> bool:

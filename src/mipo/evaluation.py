@@ -670,7 +670,9 @@ def run_without_context(config: EvalConfig, job: Job, slot: _ModelSlot) -> Runs:
 
     bare: Runs = defaultdict(dict)
     tasks = [task for task in job.tasks if measures_context_effect(config, task)]
-    for role in sorted(job.roles, key=lambda r: job.roles[r] != slot.name) if tasks else []:
+    if not tasks:
+        return bare
+    for role in sorted(job.roles, key=lambda r: job.roles[r] != slot.name):
         for task in tasks:
             cache = no_context_cache_path(job, task) if role == "baseline" else None
             if cache is not None and cache.is_file():
@@ -680,7 +682,7 @@ def run_without_context(config: EvalConfig, job: Job, slot: _ModelSlot) -> Runs:
                 bare[task.name][role] = {int(s): rows for s, rows in json.loads(cache.read_text()).items()}
                 continue
             name = job.roles[role]
-            engine = slot.loaded if slot.name == name else slot.get(name)
+            engine = slot.loaded if slot.name == name else slot.get(name)  # loads only another model
             log.info("%s: %s without the user's context (the context effect)", task.name, role)
             by_seed = run_model(config, job, without_context(task), engine, no_context_role(role))
             bare[task.name][role] = by_seed
