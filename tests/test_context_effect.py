@@ -61,3 +61,55 @@ def test_per_type_pairs_each_stated_preference_across_the_four_arms():
     # keyword: lifts model (1, 0, 1), baseline (0, 0, 1) -> context effect 1/3.
     assert out["keyword"]["context_effect"]["mean"] == pytest.approx(1 / 3)
     assert out["keyword"]["n"] == 3
+
+
+def _eval_folder(folder, arms):
+    """An evaluation folder as `mipo eval` writes it: results.json naming the four example files."""
+    import json
+
+    (folder / "examples").mkdir(parents=True)
+    paths = {}
+    for arm, scores in arms.items():
+        role, _, side = arm.partition("_")
+        name = f"examples/prefs.{role}{'.no-context' if side == 'without' else ''}.jsonl"
+        ids = [f"q{i}" for i in range(len(scores))]
+        if side == "with":  # an item without a context: answered once, never without it
+            ids, scores = [*ids, "plain"], [*scores, 1.0]
+        (folder / name).write_text(
+            "".join(json.dumps({"id": i, "score": s}) + "\n" for i, s in zip(ids, scores))
+        )
+        paths[arm] = name
+    entry = {
+        "examples": {"model": paths["model_with"], "baseline": paths["baseline_with"]},
+        "context_effect": {
+            "examples": {"model": paths["model_without"], "baseline": paths["baseline_without"]}
+        },
+    }
+    (folder / "results.json").write_text(json.dumps({"tasks": {"prefs": entry}}))
+    return folder
+
+
+def test_the_context_effect_of_several_runs_pools_each_item_over_the_runs(tmp_path):
+    from mipo.context_effect import pooled_context_effect
+
+    # Two seeds of one recipe. Per item, averaged over the seeds: model with (1, 1, 0.5, 1), without
+    # (0, 0.5, 0, 0); baseline with (0, 0.5, 0, 1), without (0, 0, 0, 0) -> differences (1, 0, 0.5, 0).
+    first = _eval_folder(
+        tmp_path / "s1",
+        {"model_with": [1, 1, 0, 1], "model_without": [0, 1, 0, 0], "baseline_with": [0, 1, 0, 1],
+         "baseline_without": [0, 0, 0, 0]},
+    )  # fmt: skip
+    second = _eval_folder(
+        tmp_path / "s2",
+        {"model_with": [1, 1, 1, 1], "model_without": [0, 0, 0, 0], "baseline_with": [0, 0, 0, 1],
+         "baseline_without": [0, 0, 0, 0]},
+    )  # fmt: skip
+    (tmp_path / "old").mkdir()  # a run from before the context effect: left out
+    (tmp_path / "old" / "results.json").write_text('{"tasks": {"prefs": {"examples": {}}}}')
+    pooled = pooled_context_effect([first, second, tmp_path / "old"], n_resamples=200)
+    assert pooled["runs"] == 2 and pooled["n"] == 4  # the item without a context is not counted
+    assert pooled["context_effect"]["mean"] == pytest.approx(0.375)
+    assert pooled["generic_shift"]["mean"] == pytest.approx(0.125)
+    assert pooled["gain"]["mean"] == pytest.approx(0.5)
+    assert pooled["verdict"] == verdict(pooled)
+    assert pooled_context_effect([tmp_path / "old"]) is None

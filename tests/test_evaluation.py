@@ -379,7 +379,9 @@ def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
     )
     calls.clear()
     resumed = json.loads(evaluate(EvalConfig(out=str(out), resume=True, **common)).read_text())
-    assert calls == [1]  # batches 0 and 1 were read back; only the last one (1 item) ran
+    # batches 0 and 1 were read back; only the last one (1 item) ran, then the 3 batches without the
+    # context (the context effect, on by default)
+    assert calls == [1, 2, 2, 1]
     assert _read_rows(out / "examples" / "prefs.model.jsonl") == whole_rows
     assert resumed["tasks"]["prefs"]["model"]["mean"] == whole["tasks"]["prefs"]["model"]["mean"]
     assert not (out / "partial").exists()
@@ -470,3 +472,149 @@ def test_overwrite_never_deletes_files_mipo_did_not_write(cli, tiny_model_dir, t
     assert (out / "partial" / "notes.txt").read_text() == "mine"
     assert (out / "thesis.tex").read_text() == "mine too"
     assert sorted(p.name for p in (out / "partial").iterdir()) == ["notes.txt"]  # mipo's own files are gone
+
+
+# --- the context effect -----------------------------------------------------------------------------
+
+# Preference types a random tiny model follows now and then (short, no commas, lowercase), so the four
+# arms of the context effect are not all zero.
+EASY_TYPES = ["max_words", "no_commas", "lowercase", "single_paragraph"]
+
+
+@pytest.fixture(scope="module")
+def other_tiny_model_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny model's architecture with other random weights: a baseline whose replies differ."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(tiny_model_dir).config)
+    folder = tmp_path_factory.mktemp("other-tiny")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def test_the_context_effect_is_measured_from_replies_without_the_context(
+    cli, tiny_model_dir, other_tiny_model_dir, tmp_path
+):
+    out = tmp_path / "ce"
+    args = ["eval", "--task", "prefs", "--model", tiny_model_dir, "--baseline", other_tiny_model_dir]
+    args += ["--preference-types", ",".join(EASY_TYPES), "--seeds", "0,1", "--out", out, *FAST]
+    code, stdout, err = cli(*args, "--limit", "6", "--max-new-tokens", "12")
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"]["prefs"]
+    effect = entry["context_effect"]
+    assert effect["examples"] == {
+        "model": "examples/prefs.model.no-context.jsonl",
+        "baseline": "examples/prefs.baseline.no-context.jsonl",
+    }
+    files = {}
+    for role in ("model", "baseline"):
+        files[role, "with"] = _read_rows(out / entry["examples"][role])
+        files[role, "without"] = _read_rows(out / effect["examples"][role])
+    for with_row, bare_row in zip(files["model", "with"], files["model", "without"]):
+        # the same item, seed and stated preferences; only the user's context is gone from the prompt
+        assert (bare_row["id"], bare_row["seed"]) == (with_row["id"], with_row["seed"])
+        assert [p["text"] for p in bare_row["preferences"]] == [p["text"] for p in with_row["preferences"]]
+        assert with_row["prompt"][0]["content"].startswith("About me:")
+        assert [m["role"] for m in bare_row["prompt"]] == ["user"]
+        assert bare_row["prompt"][-1] == with_row["prompt"][-1]
+    # the numbers are those of the example files: per item, the mean over the two seeds
+    item = {
+        key: [_mean([r["score"] for r in rows if r["id"] == i]) for i in dict.fromkeys(r["id"] for r in rows)]
+        for key, rows in files.items()
+    }
+    m_with, m_without = _mean(item["model", "with"]), _mean(item["model", "without"])
+    b_with, b_without = _mean(item["baseline", "with"]), _mean(item["baseline", "without"])
+    assert effect["scores"]["model_without"]["mean"] == pytest.approx(m_without)
+    assert effect["generic_shift"]["mean"] == pytest.approx(m_without - b_without)
+    assert effect["context_effect"]["mean"] == pytest.approx((m_with - m_without) - (b_with - b_without))
+    assert effect["gain"]["mean"] == pytest.approx(entry["difference"]["mean"])
+    assert effect["n"] == 6 and 0 <= effect["context_effect"]["p_value"] <= 1
+    assert set(effect["per_preference"]) <= set(EASY_TYPES) and effect["per_preference"]
+    assert f"verdict: {effect['verdict']}" in stdout
+    assert "generic shift" in stdout and "context effect" in stdout
+
+    skipped = tmp_path / "skip"
+    code, stdout, err = cli(*args[:-3], "--out", skipped, *FAST, "--no-context-effect")
+    assert code == 0, err
+    assert "context_effect" not in json.loads((skipped / "results.json").read_text())["tasks"]["prefs"]
+    assert sorted(p.name for p in (skipped / "examples").iterdir()) == [
+        "prefs.baseline.jsonl",
+        "prefs.model.jsonl",
+    ]
+    assert "verdict" not in stdout
+
+
+def test_without_a_baseline_the_context_effect_reports_the_models_two_scores(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "alone"
+    code, stdout, err = cli("eval", "--task", "prefs", "--model", tiny_model_dir, "--out", out, *FAST)
+    assert code == 0, err
+    effect = json.loads((out / "results.json").read_text())["tasks"]["prefs"]["context_effect"]
+    assert set(effect["scores"]) == {"model_with", "model_without"} and "context_effect" not in effect
+    assert effect["lift"]["mean"] == pytest.approx(
+        effect["scores"]["model_with"]["mean"] - effect["scores"]["model_without"]["mean"]
+    )
+    assert effect["verdict"].startswith("no baseline: ") and "--baseline" in effect["verdict"]
+    assert "verdict: no baseline" in stdout
+
+
+def test_items_without_a_context_are_not_answered_again(cli, tiny_model_dir, tmp_path):
+    items = tmp_path / "math.jsonl"
+    rows = [
+        {"question": "2+2?", "answer": 4, "context": "I like short answers."},
+        {"question": "3+3?", "answer": 6},
+    ]
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o"
+    code, _, err = cli("eval", "--task", f"file:{items}", "--model", tiny_model_dir, "--out", out, *FAST)
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"][f"file:{items}"]
+    assert entry["context_effect"]["n"] == 1
+    bare = _read_rows(out / entry["context_effect"]["examples"]["model"])
+    assert [r["id"] for r in bare] == ["1"] and "I like short answers." not in json.dumps(bare[0]["prompt"])
+
+
+def test_an_interrupted_no_context_run_resumes_from_its_saved_batches(tiny_model_dir, tmp_path, monkeypatch):
+    import mipo.generation as generation
+
+    common = dict(
+        task="prefs",
+        model=str(tiny_model_dir),
+        limit=4,
+        batch_size=2,
+        max_new_tokens=5,
+        seeds=[4],
+        progress=False,
+        n_bootstrap=200,
+    )
+    whole = json.loads(evaluate(EvalConfig(out=str(tmp_path / "whole"), **common)).read_text())
+    real, calls = generation.generate_responses, []
+
+    def killed_in_the_no_context_run(*args, **kwargs):
+        calls.append(len(args[2]))
+        if len(calls) > 3:  # two batches with the context, one without
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_responses", killed_in_the_no_context_run)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(EvalConfig(out=str(out), **common))
+    assert (out / "partial" / "prefs.model.no-context.seed4.jsonl.partial").is_file()
+    monkeypatch.setattr(
+        generation, "generate_responses", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k)
+    )
+    calls.clear()
+    resumed = json.loads(evaluate(EvalConfig(out=str(out), resume=True, **common)).read_text())
+    assert calls == [2]  # only the last no-context batch ran again
+    assert _read_rows(out / "examples" / "prefs.model.no-context.jsonl") == _read_rows(
+        tmp_path / "whole" / "examples" / "prefs.model.no-context.jsonl"
+    )
+    assert resumed["tasks"]["prefs"]["context_effect"] == whole["tasks"]["prefs"]["context_effect"]
+    assert not (out / "partial").exists()

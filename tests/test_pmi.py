@@ -70,3 +70,85 @@ def test_sequence_logprobs_match_unbatched_computation(tiny_model_dir):
     # Batch size does not change the numbers (padding is masked).
     single = sequence_logprobs(model, tokenizer, conversations, responses, batch_size=1)
     assert single == pytest.approx(batched, abs=1e-3)
+
+
+def test_context_pmi_by_hand_on_the_tiny_model(cli, tiny_model_dir, tmp_path, monkeypatch):
+    # `mipo eval --task pmi --against context`: each reply's log π(y|x,c) − log π(y|x) under the reference,
+    # recomputed here one sequence at a time from the examples file.
+    import json
+
+    import torch
+
+    from mipo.models import load_model
+    from mipo.scoring import encode_response
+
+    monkeypatch.setenv("MIPO_CACHE", str(tmp_path / "cache"))
+    prompts = tmp_path / "prompts.jsonl"
+    records = [
+        {"id": "a", "prompt": "Name a fruit.", "context": "About me: I only eat apples."},
+        {"id": "b", "prompt": "Name a color.", "context": "About me: my favourite color is blue."},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "o"
+    code, stdout, err = cli(
+        "eval", "--task", "pmi", "--against", "context", "--prompts", prompts, "--model", tiny_model_dir,
+        "--max-new-tokens", "6", "--no-progress", "--n-bootstrap", "200", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"]["pmi"]
+    assert entry["against"] == "context" and "context PMI" in entry["metric"]
+    assert "pmi (context)" in stdout
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu")
+
+    def logp(conversation, response):
+        prompt_ids, response_ids = encode_response(tokenizer, conversation, response)
+        ids = torch.tensor([prompt_ids + response_ids])
+        with torch.inference_mode():
+            token_logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        picked = token_logp.gather(-1, ids[0, 1:, None]).squeeze(-1)[len(prompt_ids) - 1 :]
+        return float(picked.sum())
+
+    rows = [json.loads(line) for line in (out / entry["examples"]["model"]).read_text().splitlines()]
+    for record, row in zip(records, rows):
+        with_context = [
+            {"role": "system", "content": record["context"]},
+            {"role": "user", "content": record["prompt"]},
+        ]
+        assert row["prompt"] == with_context
+        own = logp(with_context, row["response"])
+        bare = logp([{"role": "user", "content": record["prompt"]}], row["response"])
+        assert row["logp"] == pytest.approx(own, abs=1e-3)
+        assert row["logp_without_context"] == pytest.approx(bare, abs=1e-3)
+        assert row["pmi"] == pytest.approx(own - bare, abs=1e-3) and row["score"] == row["pmi"]
+    assert entry["model"]["mean"] == pytest.approx(sum(r["pmi"] for r in rows) / 2)
+
+    # `mipo pmi --against context` is the same measurement
+    code, _, err = cli(
+        "pmi", "--against", "context", "--pairs", prompts, "--model", tiny_model_dir, "--max-new-tokens", "6",
+        "--no-progress", "--n-bootstrap", "200", "--out", tmp_path / "p",
+    )  # fmt: skip
+    assert code == 0, err
+    again = json.loads((tmp_path / "p" / "results.json").read_text())["tasks"]["pmi"]
+    assert again["model"]["values"] == pytest.approx(entry["model"]["values"])
+
+
+def test_context_pmi_refuses_items_without_a_context(cli, tiny_model_dir, tmp_path):
+    import json
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "Name a fruit.", "context": "I like apples."}, {"prompt": "Name a color."}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = cli(
+        "eval", "--task", "pmi", "--against", "context", "--prompts", prompts, "--model", tiny_model_dir,
+        "--out", tmp_path / "o",
+    )  # fmt: skip
+    assert code == 2
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"pmi --against context: {prompts}: line 2 has no 'context' (1 of 2 items lack one); context PMI "
+            "needs the user's context on every item"
+        )
+    )
+    assert not (tmp_path / "o").exists()  # refused before any model loads or anything is written

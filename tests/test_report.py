@@ -152,3 +152,57 @@ def test_a_section_is_one_function_of_the_run_folder(tmp_path):
     assert read_run_folder(tmp_path / "empty").evaluations == {}
     text = build_report(tmp_path / "empty").read_text()
     assert "No evaluation has finished yet." in text and "## Training" in text
+
+
+def _rows(scores: list[float]) -> dict[int, list[dict]]:
+    return {0: [{"score": s, "preferences": [{"type": "lowercase", "followed": s > 0}]} for s in scores]}
+
+
+def test_the_report_gives_the_context_effect_its_plot_table_and_verdict_near_the_top(tmp_path):
+    from mipo.context_effect import summarize
+
+    run = write_run_folder(tmp_path / "run", items=6)
+    # MIPO follows more preferences only when it reads the user's context: a context effect of +0.5.
+    arms = {
+        "model_with": _rows([1, 1, 1, 0, 1, 1, 1, 1]),
+        "model_without": _rows([0, 0, 1, 0, 0, 0, 1, 0]),
+        "baseline_with": _rows([0, 1, 1, 0, 0, 0, 1, 0]),
+        "baseline_without": _rows([0, 0, 1, 0, 0, 0, 1, 0]),
+    }
+    effect = summarize(arms, n_resamples=500)
+    assert effect["context_effect"]["mean"] == 0.5 and effect["generic_shift"]["mean"] == 0.0
+    results_path = run / "eval" / "prefs" / "results.json"
+    results = json.loads(results_path.read_text())
+    results["tasks"]["prefs"]["context_effect"] = effect
+    results_path.write_text(json.dumps(results))
+
+    text = build_report(run).read_text()
+    verdict = effect["verdict"]
+    assert verdict.startswith("gain is personalization: context effect +0.500 [")
+    assert text.index(f"**prefs, personalization or style?** {verdict}.") < text.index("## Results")
+    assert "## Personalization or a change of style? (prefs)" in text
+    assert "| context effect (difference of differences) | +0.500 [" in text
+    assert "| generic shift (MIPO − base, without context) | +0.000 [+0.000, +0.000] | 1.000 |" in text
+    assert "| MIPO with context | 0.875 [" in text and "| base without context | 0.250 [" in text
+    assert "| lowercase | 8 | +0.000 [+0.000, +0.000] | +0.500 [" in text  # per preference type
+    assert (run / "report" / "context-effect-prefs.png").is_file()
+    assert "context-effect-prefs.png" in text
+
+
+def test_the_report_explains_the_context_pmi(tmp_path):
+    run = write_run_folder(tmp_path / "run")
+    pmi = {
+        "n": 4,
+        "metric": "mean context PMI",
+        "kind": "pmi",
+        "against": "context",
+        "model": _summary(0.5, 0.1, 0.9, values=[0.1, 0.5, 0.9, 0.5]),
+        "baseline": _summary(0.2, 0.0, 0.4, values=[0.0, 0.2, 0.4, 0.2]),
+        "difference": _summary(0.3, 0.1, 0.5, p_value=0.1),
+    }
+    (run / "eval" / "pmi-context").mkdir()
+    (run / "eval" / "pmi-context" / "results.json").write_text(json.dumps({"tasks": {"pmi": pmi}}))
+    text = build_report(run).read_text()
+    assert "## The objective: context PMI" in text and "`log π(y|x,c) − log π(y|x)`" in text
+    assert "| pmi (context) | mean context PMI | 4 |" in text
+    assert (run / "report" / "pmi-pmi-context.png").is_file()

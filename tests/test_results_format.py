@@ -89,3 +89,62 @@ def test_the_eval_table_lists_tasks_preference_types_and_models():
     alone = {**PREFS, "models": {"model": {"name": "m"}, "baseline": None}}
     alone["tasks"] = {"prefs": {**PREFS["tasks"]["prefs"], "baseline": None, "difference": None}}
     assert results_table(alone).splitlines()[2].split()[-3:] == ["-", "-", "-"]
+
+
+EFFECT = {
+    "n": 74,
+    "scores": {
+        "model_with": {"mean": 0.227, "ci": [0.155, 0.304]},
+        "model_without": {"mean": 0.077, "ci": [0.04, 0.12]},
+        "baseline_with": {"mean": 0.142, "ci": [0.083, 0.207]},
+        "baseline_without": {"mean": 0.074, "ci": [0.04, 0.11]},
+    },
+    "gain": {"mean": 0.085, "ci": [0.029, 0.149], "p_value": 0.007},
+    "generic_shift": {"mean": 0.003, "ci": [-0.03, 0.035], "p_value": 0.9},
+    "context_effect": {"mean": 0.082, "ci": [0.018, 0.151], "p_value": 0.02},
+    "verdict": "gain is personalization: context effect +0.082 [+0.018, +0.151]",
+}
+
+
+def test_the_eval_table_shows_the_context_effect_and_its_verdict():
+    with_effect = json.loads(json.dumps(PREFS))
+    with_effect["tasks"]["prefs"]["context_effect"] = EFFECT
+    lines = results_table(with_effect).splitlines()
+    at = lines.index("prefs: with and without the user's context (n=74 items)")
+    assert lines[at + 1 : at + 6] == [
+        "  model     with 0.227 [0.155, 0.304]   without 0.077 [0.040, 0.120]",
+        "  baseline  with 0.142 [0.083, 0.207]   without 0.074 [0.040, 0.110]",
+        "  generic shift  +0.003 [-0.030, +0.035]  p 0.900  (model - baseline, without context)",
+        "  context effect +0.082 [+0.018, +0.151]  p 0.020  ((model - baseline) with minus without, paired "
+        "per item)",
+        "  verdict: gain is personalization: context effect +0.082 [+0.018, +0.151]",
+    ]
+    assert lines[-1].startswith("model: runs/x/model")  # the models line stays last
+    assert "context" not in results_table(PREFS)  # --no-context-effect: nothing of it is printed
+
+
+def test_the_demo_summary_shows_the_context_effect_and_the_context_pmi(tmp_path):
+    from mipo.demo import summary_table
+
+    prefs = json.loads(json.dumps(PREFS))
+    prefs["tasks"]["prefs"]["context_effect"] = EFFECT
+    pmi = {
+        "n": 10,
+        "metric": "mean context PMI",
+        "kind": "pmi",
+        "against": "context",
+        "model": {"mean": 1.5, "ci": [0.5, 2.5]},
+        "baseline": {"mean": 1.0, "ci": [0.2, 1.8]},
+        "difference": {"mean": 0.5, "ci": [-0.1, 1.1], "p_value": 0.12},
+    }
+    for name, results in (("prefs", prefs), ("pmi-context", {"settings": {}, "tasks": {"pmi": pmi}})):
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "results.json").write_text(json.dumps(results))
+    lines = summary_table(tmp_path).splitlines()
+    assert lines[:3] == [
+        "task             n  base [95% CI]            MIPO [95% CI]            MIPO - base [95% CI]       p",
+        "pmi (context)   10  1.000 [0.200, 1.800]     1.500 [0.500, 2.500]     0.500 [-0.100, 1.100]      0.120",
+        "prefs           74  0.142 [0.083, 0.207]     0.227 [0.155, 0.304]     0.086 [0.029, 0.149]       0.007",
+    ]
+    assert "prefs: with and without the user's context (n=74 items)" in lines
+    assert lines[-1] == "  verdict: gain is personalization: context effect +0.082 [+0.018, +0.151]"

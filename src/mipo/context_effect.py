@@ -15,7 +15,9 @@ Intervals are paired bootstraps over items and p-values sign-flip tests (``mipo.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mipo.stats import mean_ci, paired_difference
@@ -84,6 +86,48 @@ def per_type_context_effect(
     }
 
 
+def summarize(
+    arms: dict[str, dict[int, Sequence[dict[str, Any]]]],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ``context_effect`` entry of ``results.json`` from example rows: ``arms[arm][seed]`` is one row
+    per item (``score``, and ``preferences`` for per-type rates), items aligned across arms and seeds.
+
+    With all four arms: :func:`context_effect`, per preference type, and the verdict. With only the
+    model's two arms (no baseline): its scores with and without the context and their paired difference
+    (``lift``); nothing tells personalization from a generic shift then, and the verdict says so.
+    """
+    stats = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
+    scores = {arm: _item_scores(by_seed) for arm, by_seed in arms.items()}
+    if set(arms) != set(ARMS):
+        with_, without = scores["model_with"], scores["model_without"]
+        lift = paired_difference(with_, without, **stats)
+        return {
+            "scores": {arm: mean_ci(values, **stats) for arm, values in scores.items()},
+            "lift": lift,
+            "n": len(with_),
+            "verdict": (
+                f"no baseline: the model scores {_signed(lift, 3)} more with the user's context than without; "
+                "pass --baseline to tell personalization from a generic shift"
+            ),
+        }
+    summary = context_effect(*(scores[arm] for arm in ARMS), **stats)
+    flat = {arm: [row for s in sorted(arms[arm]) for row in arms[arm][s]] for arm in ARMS}
+    if any(row.get("preferences") for row in flat["model_with"]):
+        summary["per_preference"] = per_type_context_effect(flat, **stats)
+    summary["verdict"] = verdict(summary)
+    return summary
+
+
+def _item_scores(by_seed: dict[int, Sequence[dict[str, Any]]]) -> list[float]:
+    """Each item's score averaged over seeds."""
+    seeds = sorted(by_seed)
+    return [sum(by_seed[s][i]["score"] for s in seeds) / len(seeds) for i in range(len(by_seed[seeds[0]]))]
+
+
 def verdict(summary: dict[str, Any], *, digits: int = 3) -> str:
     """One line that says which moved: the context effect (personalization) or a generic shift."""
     effect, shift, gain = summary["context_effect"], summary["generic_shift"], summary["gain"]
@@ -106,6 +150,46 @@ def verdict(summary: dict[str, Any], *, digits: int = 3) -> str:
             f"nor the generic shift ({text['shift']}) is clear of zero"
         )
     return f"no measured change: gain {text['gain']}, context effect {text['effect']}"
+
+
+def arm_item_scores(eval_dir: str | Path, task: str) -> dict[str, dict[str, float]] | None:
+    """``{arm: {item id: score averaged over seeds}}`` of one finished evaluation folder, read from its
+    example files (with the context: ``examples``; without: ``context_effect.examples``); None when that
+    task was not answered without the context by both models."""
+    eval_dir = Path(eval_dir)
+    entry = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))["tasks"].get(task) or {}
+    without = (entry.get("context_effect") or {}).get("examples") or {}
+    if set(without) != {"model", "baseline"}:
+        return None
+    files = {f"{role}_with": entry["examples"][role] for role in without}
+    files |= {f"{role}_without": path for role, path in without.items()}
+    scores = {}
+    for arm, path in files.items():
+        by_id: dict[str, list[float]] = {}
+        for line in (eval_dir / path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                by_id.setdefault(str(row["id"]), []).append(float(row["score"]))
+        scores[arm] = {item: sum(v) / len(v) for item, v in by_id.items()}
+    kept = set(scores["model_without"])  # items without a context were not answered again
+    return {arm: {item: v for item, v in values.items() if item in kept} for arm, values in scores.items()}
+
+
+def pooled_context_effect(eval_dirs: Iterable[str | Path], task: str = "prefs", **stats: Any) -> dict | None:
+    """The context effect of several runs of one recipe (e.g. one per seed) on the same items: each item's
+    four scores averaged over the runs, then :func:`context_effect` and its verdict (``scripts/
+    results_table.py``). Runs without the no-context replies are left out; None when none has them."""
+    runs = [scores for d in eval_dirs if (scores := arm_item_scores(d, task)) is not None]
+    if not runs:
+        return None
+    ids = sorted(runs[0]["model_without"])
+    if any(sorted(run[arm]) != ids for run in runs for arm in ARMS):
+        raise ValueError(f"{task}: the runs scored different items; cannot pool their context effect")
+    pooled = [[sum(run[arm][i] for run in runs) / len(runs) for i in ids] for arm in ARMS]
+    summary = context_effect(*pooled, **stats)
+    summary["runs"] = len(runs)
+    summary["verdict"] = verdict(summary)
+    return summary
 
 
 def _excludes_zero(part: dict[str, Any]) -> bool:

@@ -18,8 +18,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run the whole MIPO pipeline on the embedded SmolLM2-135M-Instruct: export personalization prompts, "
         "build pairs with `incomplete` negatives, train a LoRA adapter with DPO, evaluate base vs MIPO "
-        "(preference adherence and the PMI objective) and write a report. About 10 minutes on 2 CPU cores; "
-        "rerunning skips what is finished."
+        "(preference adherence with and without the user's context, the PMI objective against other prompts "
+        "and against the user's context) and write a report. About 10 minutes on 2 CPU cores; rerunning "
+        "skips what is finished."
     )
     parser.add_argument("--run-dir", default=None, help="where to write the run (default: runs/demo)")
     parser.add_argument(
@@ -49,7 +50,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def summary_table(run_dir: Path) -> str:
-    """The before/after table: base model (preferences in its prompt) vs MIPO, with the paired difference."""
-    from mipo.results_format import comparison_table, load_evaluations
+    """The before/after table (base model, preferences in its prompt, vs MIPO, with the paired difference:
+    prefs, topic PMI, context PMI), then the context effect: with vs without the user's context, and the
+    verdict on whether the gain is personalization or a generic shift."""
+    from mipo.results_format import comparison_table, context_effect_summary, load_evaluations
 
-    return comparison_table([results for _, results in load_evaluations(run_dir).values()])
+    evaluations = [results for _, results in load_evaluations(run_dir).values()]
+    return "\n".join([comparison_table(evaluations), *context_effect_summary(evaluations)])

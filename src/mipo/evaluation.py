@@ -22,6 +22,7 @@ import json
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from mipo.config import option, require, to_dict
 from mipo.errors import ConfigError, MipoError
 from mipo.models import DEFAULT_MODEL
 from mipo.tasks import CONTEXT_MODES, Task, split_task_list, task_list_help
+from mipo.tasks.pmi import PMI_AGAINST
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,12 @@ class ScoringSettings:
         "items (default: prefs)",
     )
     score_pairs: bool = option(False, "pmi with a pairs file: also score its chosen and rejected responses")
+    against: str = option(
+        "prompts",
+        "pmi: the PMI of a reply against other prompts (log π(y|x) − log mean_k π(y|x'_k)), or against the "
+        "user's context (log π(y|x,c) − log π(y|x): the items need a context)",
+        choices=PMI_AGAINST,
+    )
     train_split: float = option(0.2, "gsm8k: share of questions held apart as MIPO prompts (never evaluated)")
     context_mode: str = option(
         "system",
@@ -146,6 +154,12 @@ class EvalConfig(ScoringSettings):
         "multiple choice: extract the letter of a generated reply, or rank choices by log-likelihood",
         choices=("generate", "loglik"),
     )
+    context_effect: bool = option(
+        True,
+        "tasks whose items carry a user context (prefs, file: items with 'context'): each model also "
+        "answers every item without it, to tell personalization from a generic change of style (doubles "
+        "generation)",
+    )
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -193,9 +207,11 @@ def evaluate(config: EvalConfig) -> Path:
     start_partial(config, job)
     slot = _ModelSlot(config.device, config.backend)
     runs, from_cache = run_models(config, job, slot)
+    bare_runs = run_without_context(config, job, slot)
     pmi_extra = score_pmi_tasks(config, job, runs, from_cache, slot)
     store_baseline_cache(job, runs, from_cache)
     results = build_results(config, job, runs, from_cache, pmi_extra)
+    add_context_effects(config, results, job, runs, bare_runs)
     atomic_write_json(results_path, results)
     clear_partial(job.partial)
     log.info("wrote %s", results_path)
@@ -234,7 +250,11 @@ def load_tasks(config: EvalConfig) -> list[Task]:
         for name in config.task_names
     ]
     for task in tasks:
-        if task.kind == "pmi":  # fail before any model loads when the prompts cannot supply K others
+        if task.kind == "pmi" and config.against == "context":
+            from mipo.tasks.pmi import require_contexts
+
+            require_contexts(task)
+        elif task.kind == "pmi":  # fail before any model loads when the prompts cannot supply K others
             other_prompts(config, task)
     return tasks
 
@@ -464,22 +484,7 @@ def other_prompts(config: ScoringSettings, task: Task) -> list[list[int]]:
 def score_pmi(config, task: Task, runs: dict[str, dict[int, Rows]], model, tokenizer, scored=frozenset()):
     """Fill each row's ``pmi`` under the reference model (roles in ``scored`` have it already); score the
     pairs file's responses when asked."""
-    from mipo.pmi import pmi_scores
-
-    conversations = [item.messages(config.context_mode) for item in task.items]
-    others = other_prompts(config, task)
-
-    def pmi_of(responses: list[str]) -> list[dict[str, float]]:
-        return pmi_scores(
-            model,
-            tokenizer,
-            conversations,
-            responses,
-            others,
-            batch_size=config.score_batch_size,
-            progress=config.progress,
-        )
-
+    pmi_of = pmi_scorer(config, task, model, tokenizer)
     for role, by_seed in runs.items():
         if role in scored:
             continue
@@ -490,6 +495,24 @@ def score_pmi(config, task: Task, runs: dict[str, dict[int, Rows]], model, token
     if not config.score_pairs:
         return {}
     return {side: [v["pmi"] for v in pmi_of(texts)] for side, texts in pairs_responses(task).items()}
+
+
+def pmi_scorer(config, task: Task, model, tokenizer) -> Callable[[list[str]], list[dict[str, float]]]:
+    """Responses -> one ``{pmi, logp, ...}`` per item: against K other prompts, or against the context."""
+    from mipo.pmi import context_pmi_scores, pmi_scores
+    from mipo.prompts import to_conversation
+
+    conversations = [item.messages(config.context_mode) for item in task.items]
+    settings = {"batch_size": config.score_batch_size, "progress": config.progress}
+    if config.against == "context":
+        bare = [
+            to_conversation(item, context_mode=config.context_mode, with_context=False) for item in task.items
+        ]
+        return lambda responses: context_pmi_scores(
+            model, tokenizer, conversations, bare, responses, **settings
+        )
+    others = other_prompts(config, task)
+    return lambda responses: pmi_scores(model, tokenizer, conversations, responses, others, **settings)
 
 
 def pairs_responses(task: Task) -> dict[str, list[str]]:
@@ -558,6 +581,8 @@ def task_entry(config: EvalConfig, job: Job, task: Task, runs: dict[str, dict[in
     entry["models"] = {"model": config.model, "baseline": None, "reference": reference}
     if task.kind == "choice":
         entry["mc_mode"] = config.mc_mode
+    if task.kind == "pmi":
+        entry["against"] = config.against
     entry["examples"] = {}
     for role, by_seed in runs.items():
         entry["models"][role] = job.roles.get(role, job.reference)
@@ -614,6 +639,85 @@ def summary(config: EvalConfig, task: Task, by_seed: dict[int, Rows]) -> dict[st
         result["values"] = scores
         result["histogram"] = histogram(scores)
     return result
+
+
+# --- the context effect: the items that carry a user context, answered again without it --------------
+
+NO_CONTEXT = "no-context"
+
+
+def no_context_role(role: str) -> str:
+    """``model`` -> ``model.no-context``: the name of that role's no-context partial and examples files."""
+    return f"{role}.{NO_CONTEXT}"
+
+
+def measures_context_effect(config: EvalConfig, task: Task) -> bool:
+    """Tasks scored on free replies to items with a user context (pmi measures the context its own way)."""
+    return config.context_effect and task.kind != "pmi" and any(item.context for item in task.items)
+
+
+def without_context(task: Task) -> Task:
+    """The task's items that carry a context, the context taken out: the same question, scored against the
+    same stated preferences (a task's ``score`` reads them from the item, never from the prompt)."""
+    items = [dataclasses.replace(item, context=None) for item in task.items if item.context]
+    return dataclasses.replace(task, items=items)
+
+
+def run_without_context(config: EvalConfig, job: Job, slot: _ModelSlot) -> Runs:
+    """Each role answers each such task without the context (``mipo.context_effect``); the baseline's
+    replies come from, and go to, the baseline cache. The model still loaded runs first."""
+    from mipo.files import atomic_write_json
+
+    bare: Runs = defaultdict(dict)
+    tasks = [task for task in job.tasks if measures_context_effect(config, task)]
+    if not tasks:
+        return bare
+    for role in sorted(job.roles, key=lambda r: job.roles[r] != slot.name):
+        for task in tasks:
+            cache = no_context_cache_path(job, task) if role == "baseline" else None
+            if cache is not None and cache.is_file():
+                log.info(
+                    "%s: the baseline's replies without context come from the cache (%s)", task.name, cache
+                )
+                bare[task.name][role] = {int(s): rows for s, rows in json.loads(cache.read_text()).items()}
+                continue
+            name = job.roles[role]
+            engine = slot.loaded if slot.name == name else slot.get(name)  # loads only another model
+            log.info("%s: %s without the user's context (the context effect)", task.name, role)
+            by_seed = run_model(config, job, without_context(task), engine, no_context_role(role))
+            bare[task.name][role] = by_seed
+            if cache is not None:
+                atomic_write_json(cache, {str(seed): rows for seed, rows in by_seed.items()})
+    return bare
+
+
+def no_context_cache_path(job: Job, task: Task) -> Path | None:
+    """The baseline's no-context replies, cached beside its replies with the context (same key)."""
+    path = job.cache_paths.get(task.name)
+    return path.parent / NO_CONTEXT / path.name if path is not None else None
+
+
+def add_context_effects(config: EvalConfig, results: dict, job: Job, runs: Runs, bare: Runs) -> None:
+    """Each measured task's ``context_effect`` entry in ``results``; writes the no-context examples files."""
+    from mipo.context_effect import summarize
+
+    out = Path(config.out)
+    for task in job.tasks:
+        if task.name not in bare:
+            continue
+        kept = [i for i, item in enumerate(task.items) if item.context]
+        arms = {}
+        for role, by_seed in bare[task.name].items():
+            arms[f"{role}_with"] = {s: [rows[i] for i in kept] for s, rows in runs[task.name][role].items()}
+            arms[f"{role}_without"] = by_seed
+        entry = summarize(
+            arms, confidence=config.confidence, n_resamples=config.n_bootstrap, seed=config.seeds[0]
+        )
+        entry["examples"] = {
+            role: write_examples(out, task, no_context_role(role), by_seed)
+            for role, by_seed in bare[task.name].items()
+        }
+        results["tasks"][task.name]["context_effect"] = entry
 
 
 # --- models, identities, files ----------------------------------------------------------------------
@@ -678,6 +782,8 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         items={task.name: digest(items_identity(task)) for task in job.tasks},
         temperature=config.sampling_temperature,
         **{name: getattr(config, name) for name in OUTPUT_SETTINGS},
+        against=config.against,
+        context_effect=config.context_effect,
     )
 
 
@@ -698,6 +804,8 @@ def baseline_cache_path(config: EvalConfig, task: Task, name: str, reference: st
     }
     if task.kind == "pmi":
         fields.update(k=config.k, reference=weights_identity(resolve_model(reference)))
+        if config.against != "prompts":  # the key of a prompts-PMI entry stays what it was
+            fields.update(against=config.against)
     return cache_dir() / "eval" / f"{digest(fields, 32)}.json"
 
 
@@ -707,7 +815,16 @@ MANIFEST = "files.json"  # in OUT/partial: the files mipo wrote there (the only 
 
 def _partial_keys(config: EvalConfig, job: Job) -> list[tuple[Task, str, int]]:
     seeds = config.seeds[:1] if config.sampling_temperature == 0 else config.seeds
-    return [(task, role, seed) for task in job.tasks for role in ("model", "baseline") for seed in seeds]
+    return [
+        (task, role, seed)
+        for task in job.tasks
+        for role in (
+            "model",
+            "baseline",
+            *(no_context_role(r) for r in ("model", "baseline") if measures_context_effect(config, task)),
+        )
+        for seed in seeds
+    ]
 
 
 def partial_file(job: Job, task: Task, role: str, seed: int) -> Path:

@@ -108,3 +108,37 @@ def pmi_scores(
         value = pmi_from_logprobs([own], [other])[0]
         rows.append({"pmi": value, "logp": own, "logp_marginal": own - value})
     return rows
+
+
+def context_pmi_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    with_context: Sequence[Conversation],
+    without_context: Sequence[Conversation],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Per example ``{pmi, logp, logp_without_context}``: the *context* PMI
+    ``log π(y | x, c) − log π(y | x)`` of ``responses[i]``, where ``with_context[i]`` is the prompt x with
+    the user's context c and ``without_context[i]`` the same prompt without it.
+
+    This is the mutual information between a user's context and the reply that ``incomplete`` negatives
+    target (the rejected reply answers x alone), beside the topic PMI against other prompts above.
+    """
+    n = len(responses)
+    if not len(with_context) == len(without_context) == n:
+        raise ValueError(f"{len(with_context)}/{len(without_context)} conversations against {n} responses")
+    flat = sequence_logprobs(
+        model,
+        tokenizer,
+        [*with_context, *without_context],
+        [*responses, *responses],
+        batch_size=batch_size,
+        progress=progress,
+        desc="context pmi",
+    )
+    return [
+        {"pmi": flat[i] - flat[n + i], "logp": flat[i], "logp_without_context": flat[n + i]} for i in range(n)
+    ]

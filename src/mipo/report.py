@@ -1,9 +1,9 @@
 """The report stage: ``report.md`` and a self-contained ``report.html`` (plots embedded) from a run folder.
 
 The run folder is read once (``RunFolder``); each section of the report (``SECTIONS``: headline, results,
-preference types, the PMI objective, training, examples, what was run) is a function of it that returns
-blocks (headings, paragraphs, tables, figures). The blocks are rendered twice: once as Markdown with the
-figures beside it as PNG files, once as one HTML file with the PNGs inlined.
+the context effect, preference types, the PMI objective, training, examples, what was run) is a function
+of it that returns blocks (headings, paragraphs, tables, figures). The blocks are rendered twice: once as
+Markdown with the figures beside it as PNG files, once as one HTML file with the PNGs inlined.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from mipo.results_format import (
     ci_label,
     comparison_rows,
     confidence_of,
+    format_ci,
     format_number,
     format_p,
     load_evaluations,
@@ -199,6 +200,37 @@ def plot_grouped_bars(
     return path
 
 
+def plot_context_effect(scores: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path | None:
+    """Grouped bars with their intervals: with and without the user's context, base vs MIPO.
+
+    ``scores`` is a ``context_effect`` entry's ``scores`` (``model_with``, ``baseline_without``, ...)."""
+    roles = [
+        (role, label) for role, label in (("baseline", "base"), ("model", "MIPO")) if f"{role}_with" in scores
+    ]
+    if not roles:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    width = 0.8 / len(roles)
+    for i, (role, label) in enumerate(roles):
+        arms = [scores[f"{role}_with"], scores[f"{role}_without"]]
+        means = [arm["mean"] for arm in arms]
+        errors = [
+            [m - arm["ci"][0] for m, arm in zip(means, arms)],
+            [arm["ci"][1] - m for m, arm in zip(means, arms)],
+        ]
+        xs = [j + i * width for j in range(2)]
+        ax.bar(xs, means, width=width, yerr=errors, capsize=4, label=label, color=f"C{i}")
+    ax.set_xticks([j + width * (len(roles) - 1) / 2 for j in range(2)])
+    ax.set_xticklabels(["with the user's context", "without it"])
+    ax.set(title=title, ylabel="score (mean, with interval)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 @dataclass
 class ReportConfig:
     """The ``report:`` mapping of a ``mipo run`` config."""
@@ -300,6 +332,11 @@ def headline_blocks(run: RunFolder) -> list[Block]:
                 f"p {format_p(diff.get('p_value'))}, n = {entry.get('n')}); {verdict}.",
             )
         )
+    for _, _, task, entry in _task_entries(run):
+        if (entry.get("context_effect") or {}).get("verdict"):
+            blocks.append(
+                Block("p", f"**{task}, personalization or style?** {entry['context_effect']['verdict']}.")
+            )
     return blocks
 
 
@@ -323,6 +360,73 @@ def results_blocks(run: RunFolder) -> list[Block]:
             "paired item by item, its p-value from a sign-flip test.",
         ),
     ]
+
+
+def context_effect_blocks(run: RunFolder) -> list[Block]:
+    """Per task answered with and without the user's context: the plot, the table and the verdict."""
+    blocks = []
+    for name, results, task, entry in _task_entries(run):
+        effect = entry.get("context_effect")
+        if not effect:
+            continue
+        label = ci_label(confidence_of(results))
+        blocks.append(Block("h2", f"Personalization or a change of style? ({task})"))
+        blocks.append(
+            Block(
+                "p",
+                f"Each model answered the {effect.get('n')} items again without the user's context, scored "
+                "against the same stated preferences. The *generic shift* is MIPO − base without the context "
+                "(a change of style for everyone); the *context effect* is MIPO − base with the context minus "
+                "the same without it, paired per item: only it shows that the model reads the user's context.",
+            )
+        )
+        fig = plot_context_effect(
+            effect.get("scores", {}),
+            run.figure_path(f"context-effect-{name}.png"),
+            title=f"{task}: with vs without context",
+        )
+        if fig:
+            blocks.append(
+                Block(
+                    "figure", f"Scores with and without the user's context, base vs MIPO ({label})", path=fig
+                )
+            )
+        blocks.append(
+            Block("table", headers=["", f"value [{label}]", "p"], rows=_context_effect_rows(effect))
+        )
+        if effect.get("verdict"):
+            blocks.append(Block("p", f"**Verdict**: {effect['verdict']}."))
+        per_type = effect.get("per_preference") or {}
+        if per_type:
+            rows = [
+                [
+                    t,
+                    str(v["n"]),
+                    format_ci(v["generic_shift"], signed=True),
+                    format_ci(v["context_effect"], signed=True),
+                ]
+                for t, v in per_type.items()
+            ]
+            headers = ["preference", "n", f"generic shift [{label}]", f"context effect [{label}]"]
+            blocks.append(Block("table", headers=headers, rows=rows))
+    return blocks
+
+
+def _context_effect_rows(effect: dict[str, Any]) -> list[list[str]]:
+    names = {"model": "MIPO", "baseline": "base"}
+    rows = []
+    for arm, value in effect.get("scores", {}).items():
+        role, _, side = arm.partition("_")
+        rows.append([f"{names.get(role, role)} {side} context", format_ci(value), ""])
+    for key, label in (
+        ("gain", "gain (MIPO − base, with context)"),
+        ("generic_shift", "generic shift (MIPO − base, without context)"),
+        ("context_effect", "context effect (difference of differences)"),
+        ("lift", "MIPO with − without context"),
+    ):
+        if effect.get(key):
+            rows.append([label, format_ci(effect[key], signed=True), format_p(effect[key].get("p_value"))])
+    return rows
 
 
 def preference_blocks(run: RunFolder) -> list[Block]:
@@ -368,15 +472,23 @@ def objective_blocks(run: RunFolder) -> list[Block]:
         if entry.get("kind") != "pmi":
             continue
         k = results.get("settings", {}).get("k", "?")
-        blocks.append(Block("h2", "The objective: pointwise mutual information"))
-        blocks.append(
-            Block(
-                "p",
-                "For each held-out prompt x, a response y sampled from each model is scored "
-                "under the base model as `log π(y|x) − log mean_k π(y|x'_k)` over other "
-                f"prompts x'_k (k = {k}). MIPO should raise it.",
+        if entry.get("against") == "context":
+            heading, formula = "The objective: context PMI", "log π(y|x,c) − log π(y|x)"
+            text = (
+                "For each held-out prompt x with a user context c, a response y sampled from each model is "
+                f"scored under the base model as `{formula}`: how much more likely the reply is when the "
+                "user's context is read (the mutual information `incomplete` negatives target)."
             )
-        )
+        else:
+            heading, formula = (
+                "The objective: pointwise mutual information",
+                "log π(y|x) − log mean_k π(y|x'_k)",
+            )
+            text = (
+                "For each held-out prompt x, a response y sampled from each model is scored under the base "
+                f"model as `{formula}` over other prompts x'_k (k = {k}). MIPO should raise it."
+            )
+        blocks += [Block("h2", heading), Block("p", text)]
         fig = plot_distributions(
             {
                 "base": (entry.get("baseline") or {}).get("values", []),
@@ -384,7 +496,7 @@ def objective_blocks(run: RunFolder) -> list[Block]:
             },
             run.figure_path(f"pmi-{name}.png"),
             title="PMI of responses under the base model",
-            xlabel="log π(y|x) − log mean_k π(y|x'_k)  (nats)",
+            xlabel=f"{formula}  (nats)",
         )
         if fig:
             blocks.append(Block("figure", "PMI of base and MIPO responses (dashed: means)", path=fig))
@@ -488,6 +600,7 @@ def settings_blocks(run: RunFolder) -> list[Block]:
 SECTIONS: tuple[Callable[[RunFolder], list[Block]], ...] = (
     headline_blocks,
     results_blocks,
+    context_effect_blocks,
     preference_blocks,
     objective_blocks,
     training_blocks,

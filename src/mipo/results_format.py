@@ -100,7 +100,7 @@ def comparison_rows(evaluations: Iterable[dict[str, Any]]) -> list[ComparisonRow
             diff = entry.get("difference")
             rows.append(
                 ComparisonRow(
-                    task=task,
+                    task=task_label(task, entry),
                     metric=entry.get("metric", ""),
                     n=str(entry.get("n", "")),
                     baseline=format_ci(entry.get("baseline")),
@@ -112,18 +112,35 @@ def comparison_rows(evaluations: Iterable[dict[str, Any]]) -> list[ComparisonRow
     return rows
 
 
+def task_label(task: str, entry: dict[str, Any]) -> str:
+    """A task's name in tables: ``pmi (context)`` for the context PMI, so it reads apart from topic PMI."""
+    return f"{task} (context)" if entry.get("against") == "context" else task
+
+
 def comparison_table(evaluations: list[dict[str, Any]]) -> str:
     """The fixed-width before/after table ``mipo demo`` prints: one line per task."""
     label = shared_ci_label(evaluations)
+    rows = comparison_rows(evaluations)
+    width = max([8, *(len(row.task) for row in rows)])
     lines = [
-        f"{'task':<8} {'n':>4}  {f'base [{label}]':<24} {f'MIPO [{label}]':<24} "
+        f"{'task':<{width}} {'n':>4}  {f'base [{label}]':<24} {f'MIPO [{label}]':<24} "
         f"{f'MIPO - base [{label}]':<26} p"
     ]
-    for row in comparison_rows(evaluations):
+    for row in rows:
         lines.append(
-            f"{row.task:<8} {row.n:>4}  {row.baseline:<24} {row.model:<24} {row.difference:<26} {row.p}"
+            f"{row.task:<{width}} {row.n:>4}  {row.baseline:<24} {row.model:<24} {row.difference:<26} {row.p}"
         )
     return "\n".join(lines)
+
+
+def context_effect_summary(evaluations: list[dict[str, Any]]) -> list[str]:
+    """Under the demo's table: each task's context effect lines (with and without context, verdict)."""
+    lines = []
+    for results in evaluations:
+        for task, entry in results.get("tasks", {}).items():
+            if entry.get("context_effect"):
+                lines += ["", *context_effect_lines(task, entry["context_effect"])]
+    return lines
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -135,7 +152,7 @@ def results_table(results: dict[str, Any]) -> str:
         diff = entry.get("difference")
         lines.append(
             [
-                name,
+                task_label(name, entry),
                 str(entry["n"]),
                 format_ci(entry["model"], missing="-"),
                 format_ci(entry.get("baseline"), missing="-"),
@@ -169,7 +186,36 @@ def _task_details(name: str, entry: dict[str, Any]) -> list[str]:
         text.append(
             f"\n{name}: pairs file  chosen {format_ci(p['chosen'])}  rejected {format_ci(p['rejected'])}"
         )
+    if entry.get("context_effect"):
+        text += ["", *context_effect_lines(name, entry["context_effect"])]
     return text
+
+
+def context_effect_lines(name: str, effect: dict[str, Any], *, indent: str = "  ") -> list[str]:
+    """The context effect of one task as text: both models with and without the user's context, the
+    generic shift and the context effect (paired, with intervals and p-values), then the verdict."""
+    scores = effect.get("scores", {})
+    lines = [f"{name}: with and without the user's context (n={effect.get('n')} items)"]
+    for role in ("model", "baseline"):
+        if f"{role}_with" in scores:
+            lines.append(
+                f"{indent}{role:<9} with {format_ci(scores[f'{role}_with'])}   "
+                f"without {format_ci(scores.get(f'{role}_without'))}"
+            )
+    parts = (
+        ("generic shift", "generic_shift", "model - baseline, without context"),
+        ("context effect", "context_effect", "(model - baseline) with minus without, paired per item"),
+        ("with - without", "lift", "the model alone"),
+    )
+    for label, key, meaning in parts:
+        if effect.get(key):
+            lines.append(
+                f"{indent}{label:<15}{format_ci(effect[key], signed=True)}  "
+                f"p {format_p(effect[key].get('p_value'))}  ({meaning})"
+            )
+    if effect.get("verdict"):
+        lines.append(f"{indent}verdict: {effect['verdict']}")
+    return lines
 
 
 def _models_line(models: dict[str, Any]) -> str:

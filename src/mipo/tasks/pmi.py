@@ -57,3 +57,22 @@ def task(prompts: str | None, *, train_split: float = 0.2, preference_types: lis
 @register_task("pmi", "the MIPO objective (pointwise mutual information) on held-out prompts")
 def _build(options: TaskOptions) -> Task:
     return task(options.prompts, train_split=options.train_split, preference_types=options.preference_types)
+
+
+PMI_AGAINST = ("prompts", "context")  # what a reply's likelihood is compared with (``--against``)
+
+
+def require_contexts(task: Task) -> Task:
+    """``--against context`` scores ``log π(y|x,c) − log π(y|x)``: every item needs its user context ``c``."""
+    from mipo.errors import ConfigError
+
+    missing = [item for item in task.items if not item.context]
+    if missing:
+        first = missing[0]
+        where = f"line {first.line}" if first.line else f"item {first.id!r}"
+        raise ConfigError(
+            f"pmi --against context: {task.source}: {where} has no 'context' ({len(missing)} of "
+            f"{len(task.items)} items lack one); context PMI needs the user's context on every item"
+        )
+    task.metric = "mean context PMI log π(y|x,c) − log π(y|x) (nats)"
+    return task
