@@ -151,6 +151,8 @@ def test_demo_pipeline_on_tiny_model_writes_every_artifact(tiny_model_dir, tmp_p
         "eval.1.limit=6",
         "eval.1.k=2",
         "eval.1.max_new_tokens=8",
+        "eval.2.limit=6",
+        "eval.2.max_new_tokens=8",
     ]
     code, out, err = cli("demo", "--run-dir", run, *small)
     assert code == 0, err
@@ -161,6 +163,9 @@ def test_demo_pipeline_on_tiny_model_writes_every_artifact(tiny_model_dir, tmp_p
         "train/model/metrics.jsonl",
         "eval/prefs/results.json",
         "eval/pmi/results.json",
+        "eval/pmi-context/results.json",
+        "report/context-effect-prefs.png",
+        "report/pmi-pmi-context.png",
         "report/report.md",
         "report/report.html",
         "report/training.png",
@@ -172,24 +177,29 @@ def test_demo_pipeline_on_tiny_model_writes_every_artifact(tiny_model_dir, tmp_p
     assert pairs and all(p["strategy"] == "incomplete" for p in pairs)
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["task", "n"]
-    assert {line.split()[0] for line in lines[1:3]} == {"prefs", "pmi"}
+    assert [line.split()[0] for line in lines[1:4]] == ["pmi", "pmi", "prefs"]
+    assert lines[2].startswith("pmi (context)")
+    assert "prefs: with and without the user's context (n=6 items)" in lines
+    assert any(line.startswith("  verdict: ") for line in lines)
     assert "report:" in out
     html = (run / "report" / "report.html").read_text()
     for section in [
         "Results",
         "Preference types",
         "pointwise mutual information",
+        "Personalization or a change of style? (prefs)",
+        "The objective: context PMI",
         "Training",
         "Examples",
         "What was run",
     ]:
         assert section in html
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 5
     # rerunning skips every stage
     caplog.clear()
     with caplog.at_level("INFO", logger="mipo.pipeline"):
         code, _, err = cli("demo", "--run-dir", run, *small)
-    assert code == 0 and caplog.text.count(": skipped") == 6
+    assert code == 0 and caplog.text.count(": skipped") == 7
 
     # the HTML report renders in a real browser: headless Chromium takes a screenshot that is not blank
     import shutil
