@@ -30,6 +30,7 @@ from mipo import __version__
 from mipo.backends import BACKENDS
 from mipo.config import option, require, to_dict
 from mipo.errors import ConfigError, MipoError
+from mipo.judges.settings import JudgeSettings
 from mipo.models import DEFAULT_MODEL
 from mipo.tasks import CONTEXT_MODES, Task, split_task_list, task_list_help
 
@@ -139,7 +140,7 @@ class ScoringSettings:
 
 
 @dataclass
-class EvalConfig(ScoringSettings):
+class EvalConfig(ScoringSettings, JudgeSettings):
     task: str = option("prefs", f"task(s), comma-separated: {task_list_help()}")
     mc_mode: str = option(
         "generate",
@@ -151,7 +152,9 @@ class EvalConfig(ScoringSettings):
         problems = super().problems()
         if not self.task_names:
             problems.append("task: name at least one task")
-        return problems
+        from mipo.tasks.judge import judge_task_problems
+
+        return problems + self.judge_problems() + judge_task_problems(self.task_names, self.baseline)
 
     @property
     def task_names(self) -> list[str]:
@@ -176,6 +179,7 @@ class Job:
 def evaluate(config: EvalConfig) -> Path:
     """Evaluate ``config.model`` (and ``config.baseline``) on ``config.task``; return ``OUT/results.json``."""
     from mipo.files import atomic_write_json
+    from mipo.tasks.judge import add_judgments
 
     out = Path(config.out)
     refuse_output_holding_inputs(config)
@@ -196,6 +200,7 @@ def evaluate(config: EvalConfig) -> Path:
     pmi_extra = score_pmi_tasks(config, job, runs, from_cache, slot)
     store_baseline_cache(job, runs, from_cache)
     results = build_results(config, job, runs, from_cache, pmi_extra)
+    add_judgments(config, job.tasks, runs, results, slot)  # judge:SOURCE, judge-check (mipo.tasks.judge)
     atomic_write_json(results_path, results)
     clear_partial(job.partial)
     log.info("wrote %s", results_path)
@@ -741,8 +746,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--config", help="a YAML file of settings (flags override it)")
     shared = tuple(f.name for f in dataclasses.fields(ScoringSettings))
-    add_config_arguments(parser, EvalConfig, skip=shared)  # --task and --mc-mode first
+    judge_flags = tuple(f.name for f in dataclasses.fields(JudgeSettings))
+    add_config_arguments(parser, EvalConfig, skip=shared + judge_flags)  # --task and --mc-mode first
     add_config_arguments(parser, ScoringSettings)
+    judge = parser.add_argument_group("pairwise judge (--task judge:SOURCE, judge-check; docs/judges.md)")
+    add_config_arguments(judge, JudgeSettings)
     group = parser.add_argument_group(
         "writing train prompts instead (mipo.tasks.export; --task, --limit, --train-split and "
         "--preference-types apply)"

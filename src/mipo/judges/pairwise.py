@@ -13,7 +13,7 @@ from mipo.judges.cache import VerdictCache, judge_cached
 from mipo.judges.summary import summarize_outcomes, words
 from mipo.judges.template import Template, load_template
 from mipo.judges.verdicts import LOSS, TIE, UNPARSEABLE, WIN, combine_orders
-from mipo.stats import format_ci
+from mipo.results_format import format_ci
 
 CHANCE = 0.5  # agreement of a judge that guesses
 
@@ -21,6 +21,14 @@ CHANCE = 0.5  # agreement of a judge that guesses
 def _field(item: Any, name: str) -> Any:
     """An item's field, for ``mipo.tasks.Item`` records and plain dicts alike."""
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
+def _question(item: Any) -> str:
+    """The user's question: the prompt, or the last user turn of a prompt given as chat messages."""
+    prompt = _field(item, "prompt")
+    if isinstance(prompt, list):
+        return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+    return prompt
 
 
 def open_cache(cache: bool | str | Path | None, judge: Judge, template: Template) -> VerdictCache | None:
@@ -60,7 +68,7 @@ def judge_pairwise(
     template = load_template(template)
     requests = []
     for item, model_reply, baseline_reply in zip(items, model_replies, baseline_replies):
-        question, context = _field(item, "prompt"), _field(item, "context")
+        question, context = _question(item), _field(item, "context")
         requests.append(JudgeRequest(question, context, model_reply, baseline_reply))  # model shown as A
         requests.append(JudgeRequest(question, context, baseline_reply, model_reply))  # model shown as B
     judgments, asked = judge_cached(judge, template, requests, open_cache(cache, judge, template))
@@ -99,7 +107,7 @@ def checker_pairs(
 ) -> list[tuple[Any, str, str, tuple[float, float]]]:
     """``(item, reply_a, reply_b, (score_a, score_b))`` for ``prefs`` items: each score is the share of the
     item's stated preferences (``meta["preferences"]``) the reply follows, by the code checkers."""
-    from mipo.tasks.preferences import follows
+    from mipo.tasks.prefs import follows
 
     out = []
     for item, reply_a, reply_b in zip(items, replies_a, replies_b):
@@ -151,8 +159,20 @@ def judge_check(
         "chance": CHANCE,
         "judge_calls": pairwise["judge_calls"],
     }
-    summary["note"] = trust_note(summary["agreement"])
+    summary["note"] = trust_note(summary["agreement"]) + builtin_judge_note(judge)
     return summary, rows
+
+
+def builtin_judge_note(judge: Judge) -> str:
+    """Said plainly beside every check of a built-in model (135M-270M parameters) used as the judge."""
+    from mipo.models import BUILTIN_MODELS
+
+    if judge.name not in BUILTIN_MODELS:
+        return ""
+    return (
+        f". The built-in {judge.name} is far too small to judge personalization (expect chance): it serves "
+        "for the plumbing only; serve a larger judge (docs/judges.md)"
+    )
 
 
 def trust_note(agreement: dict[str, Any] | None) -> str:
