@@ -155,3 +155,30 @@ def test_endpoint_judge_through_the_cli(cli, tiny_model_dir, bigram_judge_dir, t
         "(is the server running and reachable?)"
     )
     assert any((out / "partial").glob("*.jsonl*"))
+
+
+def test_a_run_killed_while_judging_resumes_with_only_the_missing_verdicts(
+    cli, tiny_model_dir, bigram_judge_dir, tmp_path, monkeypatch
+):
+    from mipo.judges.local import LocalJudge
+
+    forward = LocalJudge._by_logprobs
+    batches = []
+
+    def killed_on_the_second_batch(self, prompts):
+        if len(batches) == 1:
+            raise KeyboardInterrupt  # the run is killed here
+        batches.append(prompts)
+        return forward(self, prompts)
+
+    monkeypatch.setattr(LocalJudge, "_by_logprobs", killed_on_the_second_batch)
+    out = tmp_path / "eval"
+    args = ["eval", "--task", "judge:prefs", "--judge", tiny_model_dir, "--judge-batch-size", "2"]
+    args += ["--model", tiny_model_dir, "--baseline", bigram_judge_dir, "--out", out, *FAST]
+    code, _, _ = cli(*args)
+    assert code != 0 and not (out / "results.json").exists()
+    monkeypatch.setattr(LocalJudge, "_by_logprobs", forward)
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    judge = json.loads((out / "results.json").read_text())["tasks"]["judge:prefs"]["judge"]
+    assert judge["verdicts"] == 6 and judge["judge_calls"] == 4  # the first batch of 2 came from the cache
