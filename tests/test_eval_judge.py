@@ -77,6 +77,16 @@ def test_judge_prefs_end_to_end_then_from_the_cache(cli, tiny_model_dir, bigram_
         ("prefs,judge-check", [], "task judge-check: a pairwise judge needs two models"),
         ("judge:no-such-file.jsonl", ["--baseline", "x"], "not a task name"),
         ("judge:pmi", ["--baseline", "x"], "choose another source"),
+        (
+            "judge:prefs",
+            ["--baseline", "x", "--judge-template", "nope.txt"],
+            "judge template 'nope.txt': not a",
+        ),
+        (
+            "judge:prefs",
+            ["--baseline", "x", "--judge-url", "http://127.0.0.1:9/v1", "--judge-key-env", "MIPO_UNSET_KEY"],
+            "--judge-key-env MIPO_UNSET_KEY: the environment variable MIPO_UNSET_KEY is not set",
+        ),
     ],
 )
 def test_judge_task_errors_are_one_line(cli, tiny_model_dir, tmp_path, task, baseline, message):

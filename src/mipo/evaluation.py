@@ -154,7 +154,7 @@ class EvalConfig(ScoringSettings, JudgeSettings):
             problems.append("task: name at least one task")
         from mipo.tasks.judge import judge_task_problems
 
-        return problems + self.judge_problems() + judge_task_problems(self.task_names, self.baseline)
+        return problems + self.judge_problems() + judge_task_problems(self)
 
     @property
     def task_names(self) -> list[str]:

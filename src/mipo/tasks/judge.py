@@ -46,13 +46,12 @@ def source_task(source: str, options: TaskOptions) -> Task:
             raise ConfigError(
                 f"task judge:{source}: the judge compares the replies to a task's prompts; choose another source"
             )
-        task = load_task(
+        return load_task(
             source,
             train_split=options.train_split,
             prompts=options.prompts,
             preference_types=options.preference_types,
         )
-        return task
     path = Path(source).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -91,14 +90,29 @@ def is_judge_task(name: str) -> bool:
     return name.partition(":")[0] in ("judge", "judge-check")
 
 
-def judge_task_problems(task_names: list[str], baseline: str | None) -> list[str]:
-    """A pairwise judge compares two models: every judge task needs ``--baseline``."""
-    judged = [name for name in task_names if is_judge_task(name)]
-    if judged and not baseline:
-        return [
+def judge_task_problems(config: Any) -> list[str]:
+    """What would stop the judge, found before any model answers: a judge task needs ``--baseline`` (a
+    pairwise judge compares two models), a template that loads, and a judge that can be built (an endpoint
+    judge's client and API key). ``config`` is an ``EvalConfig``."""
+    from mipo.errors import MipoError
+    from mipo.judges.template import load_template
+
+    judged = [name for name in config.task_names if is_judge_task(name)]
+    if not judged:
+        return []
+    problems = []
+    if not config.baseline:
+        problems.append(
             f"task {judged[0]}: a pairwise judge needs two models; pass --baseline (the replies to compare with)"
-        ]
-    return []
+        )
+    if config.judge_problems():
+        return problems  # the settings' own problems are reported by JudgeSettings.judge_problems
+    for check in (lambda: load_template(config.judge_template), config.make):
+        try:
+            check()
+        except MipoError as e:
+            problems.append(str(e))
+    return problems
 
 
 # --- the step mipo eval runs once both models have answered -----------------------------------------
