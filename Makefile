@@ -25,7 +25,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+# The real OpenAI-compatible server of tests/test_judges_llama_cpp.py, built from source (about 20
+# CPU-minutes) once per venv; where it cannot be built that test is skipped with the reason, and the build
+# is not tried again until the venv is rebuilt (or the stamp deleted).
+LLAMA_CPP_SERVER := llama-cpp-python[server]==0.3.36
+LLAMA_STAMP := $(VENV)/.llama-cpp-server-tried
+
+$(LLAMA_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q '$(LLAMA_CPP_SERVER)' || echo "llama-cpp-python could not be built: the llama.cpp server test will be skipped"
+	touch $(LLAMA_STAMP)
+
+test-slow: $(STAMP) $(LLAMA_STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "no chromium: the report screenshot test will be skipped"
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 

@@ -153,8 +153,8 @@ def _train_seconds(folder: Path) -> float:
 def prefs_table(groups: dict[str, dict[int, Path]]) -> list[str]:
     lines = [
         "| model | seeds | preferences followed (mean over seeds) | per seed | difference to the prompting"
-        " baseline [95% CI] | p | per-seed differences | reply words |",
-        "|---|---|---|---|---|---|---|---|",
+        " baseline [95% CI] | p | per-seed differences | reply words | context effect [95% CI]: what moved |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     baseline_done = False
     for group, label in PREFS_METHODS:
@@ -166,16 +166,28 @@ def prefs_table(groups: dict[str, dict[int, Path]]) -> list[str]:
         if not baseline_done:
             lines.append(
                 f"| base model, preferences in the prompt (prompting baseline) | - | "
-                f"{fmt_plain(entry['baseline'])} | - | - | - | - | {entry['baseline_words']:.1f} |"
+                f"{fmt_plain(entry['baseline'])} | - | - | - | - | {entry['baseline_words']:.1f} | - |"
             )
             baseline_done = True
         lines.append(
             f"| {label} | {','.join(map(str, entry['seeds']))} | {fmt_plain(entry['model'])} | "
             f"{' / '.join(f'{v:.3f}' for v in entry['per_seed_model'])} | {fmt(entry['difference'])} | "
             f"{fmt_p(entry['difference']['p_value'])} | "
-            f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} | {entry['words']:.1f} |"
+            f"{' / '.join(f'{v:+.3f}' for v in entry['per_seed_difference'])} | {entry['words']:.1f} | "
+            f"{context_effect_cell(groups[group])} |"
         )
     return lines
+
+
+def context_effect_cell(runs: dict[int, Path]) -> str:
+    """The recipe's context effect pooled over its seeds, and which part moved (``mipo.context_effect``);
+    ``not measured`` for runs whose evaluation predates the no-context replies."""
+    from mipo.context_effect import pooled_context_effect
+
+    summary = pooled_context_effect([folder / "eval" / "prefs" for folder in runs.values()], "prefs")
+    if summary is None:
+        return "not measured"
+    return f"{fmt(summary['context_effect'])}: {summary['verdict'].split(':')[0]}"
 
 
 def per_preference_table(groups: dict[str, dict[int, Path]]) -> list[str]:

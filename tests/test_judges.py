@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from judge_models import bigram_judge_fixture  # noqa: F401  (the fixture bigram_judge_dir)
 from mipo.errors import ConfigError, InputError, MipoError
 from mipo.judges import (
     Judge,
@@ -310,44 +311,6 @@ def test_judge_check_agreement_with_the_checkers():
 # ---------------------------------------------------------------- real models: local judge, endpoint judge
 
 
-@pytest.fixture(scope="session")
-def bigram_judge_dir(tmp_path_factory, smollm2_tokenizer):
-    """A 2-layer Llama whose weights are set by hand so that it answers every judge prompt "[[A]]":
-    attention and MLP outputs are zeroed (each position sees only its own token), and the output layer maps
-    '\\n' -> '[[', '[[' -> A (logit 16) / B (15) / C (14), a letter -> ']]', ']]' -> end of turn.
-    A real model that always picks the first reply, with known verdict probabilities."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tok = smollm2_tokenizer
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config)
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ["[[", "A", "B", "C", "]]", "<|im_end|>"]}
-    newline = tok.encode("\n", add_special_tokens=False)[0]
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        embeddings = model.model.embed_tokens.weight
-        head = torch.zeros_like(model.lm_head.weight)
-        # RMSNorm turns an embedding e into 8 e/|e| (hidden size 64): the logit of row u is 8 u.e/|e|.
-        links = [(newline, ids["[["], 2.0), (ids["[["], ids["A"], 2.0), (ids["[["], ids["B"], 1.875)]
-        links += [(ids["[["], ids["C"], 1.75)] + [(ids[x], ids["]]"], 2.0) for x in "ABC"]
-        links += [(ids["]]"], ids["<|im_end|>"], 2.0)]
-        for source, target, weight in links:
-            head[target] += weight * embeddings[source] / embeddings[source].norm()
-        model.lm_head.weight.copy_(head)
-    folder = tmp_path_factory.mktemp("bigram-judge")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 EXPECTED_PROBS = {
     v: math.exp(x) / (math.exp(16) + math.exp(15) + math.exp(14)) for v, x in zip("ABC", (16, 15, 14))
 }
@@ -537,3 +500,18 @@ def test_judge_settings_give_the_flags_and_build_the_judge(tiny_model_dir):
         "judge_batch_size must be at least 1",
         "judge_key_env needs judge_url (a local judge takes no key)",
     ]
+
+
+def test_judge_check_says_plainly_that_a_builtin_judge_is_for_the_plumbing():
+    from mipo.tasks import Item
+
+    items = [Item("a", "q?", "About me: all caps please.", meta={"preferences": [{"type": "all_caps"}]})]
+    judge = RuleJudge()
+    judge.name = "smollm2-135m"
+    check, _ = judge_check([(items[0], "LOUD REPLY", "quiet", (1.0, 0.0))], judge, cache=False)
+    assert check["note"].endswith(
+        "The built-in smollm2-135m is far too small to judge personalization (expect chance): it serves for "
+        "the plumbing only; serve a larger judge (docs/judges.md)"
+    )
+    other, _ = judge_check([(items[0], "LOUD REPLY", "quiet", (1.0, 0.0))], RuleJudge(), cache=False)
+    assert "built-in" not in other["note"]

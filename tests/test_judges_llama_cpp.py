@@ -19,6 +19,16 @@ from mipo.errors import MipoError
 
 pytestmark = pytest.mark.slow
 
+# llama_cpp and what its [server] extra adds: without them the server cannot start
+SERVER_MODULES = (
+    "llama_cpp",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -28,8 +38,12 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def llama_server(tmp_path):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("needs llama-cpp-python's server: pip install 'llama-cpp-python[server]'")
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(
+            f"needs llama-cpp-python's server (missing {', '.join(missing)}): "
+            "pip install 'llama-cpp-python[server]==0.3.36' (make test-slow does)"
+        )
     from mipo.models import BUILTIN_MODELS
 
     spec = BUILTIN_MODELS["smollm2-135m"]
@@ -99,3 +113,41 @@ def test_judge_against_llama_cpp_server(llama_server, tmp_path):
         judge_pairwise(items[:1], ["new reply"], ["other reply"], dead, cache=tmp_path)
     assert str(error.value).startswith(f"judge endpoint {url} failed after 2 tries: ")
     assert "\n" not in str(error.value)
+
+
+def test_mipo_eval_judge_against_llama_cpp_server(llama_server, cli, tiny_model_dir, tmp_path):
+    """The product path: ``mipo eval --task judge:prefs --judge-url`` with the real server as the judge (the
+    two models compared are tiny, so only the judge is slow)."""
+    import json
+
+    process, url = llama_server
+    out = tmp_path / "eval"
+    args = [
+        "eval",
+        "--task",
+        "judge:prefs",
+        "--judge",
+        "smollm2",
+        "--judge-url",
+        url,
+        "--judge-timeout",
+        "120",
+    ]
+    args += ["--model", tiny_model_dir, "--baseline", "smollm2-135m", "--limit", "2", "--max-new-tokens", "8"]
+    args += ["--no-progress", "--n-bootstrap", "200", "--no-cache-baseline", "--out", out]
+    # the verdict cache is fresh: it is keyed by the judge's URL, and the server's port is new each run
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    entry = json.loads((out / "results.json").read_text())["tasks"]["judge:prefs"]
+    judge = entry["judge"]
+    assert judge["judge"] == "smollm2" and judge["verdicts"] == 4 and judge["judge_calls"] == 4
+    assert judge["wins"] + judge["losses"] + judge["ties"] + judge["unparseable"] == 2
+    assert f"{judge['unparseable']} unparseable" in stdout and "judge-check:" in stdout
+    code, _, err = cli(*args, "--overwrite")
+    again = json.loads((out / "results.json").read_text())["tasks"]["judge:prefs"]["judge"]
+    assert code == 0 and again["judge_calls"] == 0  # every verdict from the cache
+    process.kill()
+    process.wait()
+    code, _, err = cli(*args, "--overwrite", "--no-judge-cache", "--judge-retries", "0")
+    errors = [line for line in err.splitlines() if line.startswith("mipo eval: error:")]
+    assert code == 2 and len(errors) == 1 and f"judge endpoint {url} failed after 1 tries" in errors[0]

@@ -68,6 +68,7 @@ def test_seeds_are_pooled_item_by_item(table, tmp_path):
     text = table.build(tmp_path)
     assert "| MIPO, incomplete negatives | 0,1 | 0.625" in text
     assert "+0.375 / +0.375" in text and "not-a-run" not in text
+    assert "| 2.0 | not measured |" in text  # evaluated before the no-context replies existed
     # the exported copy (what docs/results/ keeps) rebuilds the same tables
     assert table.export(tmp_path, tmp_path / "kept") == 8
     assert table.build(tmp_path / "kept") == text
@@ -182,3 +183,23 @@ def test_degenerate_replies_counts_short_and_repeating_ones(table, tmp_path):
     )
     assert table.degenerate_replies(folder / "eval" / "prefs", "prefs", "model") == (1, 1)
     assert "| base model | - |" in "\n".join(table.sweep_table(table.load_runs(tmp_path)))
+
+
+def test_the_context_effect_column_pools_the_seeds_no_context_replies(table, tmp_path):
+    for seed, lift in ((0, [1.0, 1.0, 0.0, 0.0]), (1, [1.0, 0.0, 1.0, 0.0])):
+        folder = tmp_path / f"prefs-incomplete-s{seed}"
+        _write_run(folder, lift, [0.0] * 4)
+        eval_dir = folder / "eval" / "prefs"
+        for role in ("model", "baseline"):
+            rows = [{"id": f"q{i}", "seed": 0, "score": 0.0} for i in range(4)]
+            (eval_dir / "examples" / f"prefs.{role}.no-context.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in rows)
+            )
+        results = json.loads((eval_dir / "results.json").read_text())
+        results["tasks"]["prefs"]["context_effect"] = {
+            "examples": {role: f"examples/prefs.{role}.no-context.jsonl" for role in ("model", "baseline")}
+        }
+        (eval_dir / "results.json").write_text(json.dumps(results))
+    cell = table.context_effect_cell(table.load_runs(tmp_path)["prefs-incomplete"])
+    # per item over the two seeds: model lift (1, 0.5, 0.5, 0), baseline none -> context effect 0.5
+    assert cell.startswith("+0.500 [") and cell.endswith(": gain is personalization")

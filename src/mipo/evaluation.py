@@ -31,6 +31,7 @@ from mipo import __version__
 from mipo.backends import BACKENDS
 from mipo.config import option, require, to_dict
 from mipo.errors import ConfigError, MipoError
+from mipo.judges.settings import JudgeSettings
 from mipo.models import DEFAULT_MODEL
 from mipo.tasks import CONTEXT_MODES, Task, split_task_list, task_list_help
 from mipo.tasks.pmi import PMI_AGAINST
@@ -147,7 +148,7 @@ class ScoringSettings:
 
 
 @dataclass
-class EvalConfig(ScoringSettings):
+class EvalConfig(ScoringSettings, JudgeSettings):
     task: str = option("prefs", f"task(s), comma-separated: {task_list_help()}")
     mc_mode: str = option(
         "generate",
@@ -165,7 +166,9 @@ class EvalConfig(ScoringSettings):
         problems = super().problems()
         if not self.task_names:
             problems.append("task: name at least one task")
-        return problems
+        from mipo.tasks.judge import judge_task_problems
+
+        return problems + self.judge_problems() + judge_task_problems(self)
 
     @property
     def task_names(self) -> list[str]:
@@ -190,6 +193,7 @@ class Job:
 def evaluate(config: EvalConfig) -> Path:
     """Evaluate ``config.model`` (and ``config.baseline``) on ``config.task``; return ``OUT/results.json``."""
     from mipo.files import atomic_write_json
+    from mipo.tasks.judge import add_judgments
 
     out = Path(config.out)
     refuse_output_holding_inputs(config)
@@ -212,6 +216,7 @@ def evaluate(config: EvalConfig) -> Path:
     store_baseline_cache(job, runs, from_cache)
     results = build_results(config, job, runs, from_cache, pmi_extra)
     add_context_effects(config, results, job, runs, bare_runs)
+    add_judgments(config, job.tasks, runs, results, slot)  # judge:SOURCE, judge-check (mipo.tasks.judge)
     atomic_write_json(results_path, results)
     clear_partial(job.partial)
     log.info("wrote %s", results_path)
@@ -224,8 +229,9 @@ def refuse_output_holding_inputs(config: EvalConfig) -> None:
     out = Path(config.out).expanduser().resolve()
     inputs = {"--model": config.model, "--baseline": config.baseline, "--reference": config.reference}
     inputs["--prompts"] = config.prompts
+    inputs |= {"--judge": config.judge, "--judge-template": config.judge_template}
     for name in config.task_names:
-        inputs[f"--task {name}"] = name.partition(":")[2] or None
+        inputs[f"--task {name}"] = name.rpartition(":")[2] or None  # file:X, judge:X and judge:file:X
     for flag, value in inputs.items():
         if not value or not Path(value).expanduser().exists():
             continue
@@ -256,6 +262,11 @@ def load_tasks(config: EvalConfig) -> list[Task]:
             require_contexts(task)
         elif task.kind == "pmi":  # fail before any model loads when the prompts cannot supply K others
             other_prompts(config, task)
+        elif task.kind == "generate" and task.score is None:  # e.g. prism: no code checks its replies
+            raise ConfigError(
+                f"task '{task.name}' has no scorer: compare two models on it with --task judge:{task.name} "
+                f"--baseline MODEL --judge JUDGE, or measure the objective with --task pmi --prompts {task.name}"
+            )
     return tasks
 
 
@@ -653,7 +664,10 @@ def no_context_role(role: str) -> str:
 
 def measures_context_effect(config: EvalConfig, task: Task) -> bool:
     """Tasks scored on free replies to items with a user context (pmi measures the context its own way)."""
-    return config.context_effect and task.kind != "pmi" and any(item.context for item in task.items)
+    from mipo.tasks.judge import JUDGE_KINDS
+
+    scored = task.score is not None and task.kind not in ("pmi", *JUDGE_KINDS)  # pmi: its own way; judges
+    return config.context_effect and scored and any(item.context for item in task.items)
 
 
 def without_context(task: Task) -> Task:
@@ -858,8 +872,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--config", help="a YAML file of settings (flags override it)")
     shared = tuple(f.name for f in dataclasses.fields(ScoringSettings))
-    add_config_arguments(parser, EvalConfig, skip=shared)  # --task and --mc-mode first
+    judge_flags = tuple(f.name for f in dataclasses.fields(JudgeSettings))
+    add_config_arguments(parser, EvalConfig, skip=shared + judge_flags)  # --task and --mc-mode first
     add_config_arguments(parser, ScoringSettings)
+    judge = parser.add_argument_group("pairwise judge (--task judge:SOURCE, judge-check; docs/judges.md)")
+    add_config_arguments(judge, JudgeSettings)
     group = parser.add_argument_group(
         "writing train prompts instead (mipo.tasks.export; --task, --limit, --train-split and "
         "--preference-types apply)"

@@ -411,8 +411,14 @@ def _eval_inputs(config: EvalConfig) -> dict[str, Any]:
     models = {"baseline": config.baseline, "reference": config.reference}
     inputs = {role: weights_identity(name) for role, name in models.items() if name}
     for task in config.task_names:
-        if task.startswith("file:"):
-            inputs[task] = input_identity(task.removeprefix("file:"))
+        source = task.rpartition(":")[2]  # file:X, judge:X, judge:file:X: a file's content is an input
+        if ":" in task and Path(source).is_file():
+            inputs[task] = input_identity(source)
+    if any(task.startswith("judge") for task in config.task_names):  # the judge's weights or endpoint
+        inputs["judge"] = config.judge_url or weights_identity(config.judge)
+        inputs["judge_model"] = config.judge
+        if Path(config.judge_template).is_file():
+            inputs["judge_template"] = input_identity(config.judge_template)
     if config.prompts:
         inputs["prompts"] = input_identity(config.prompts)
     return inputs

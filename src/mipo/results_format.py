@@ -166,6 +166,7 @@ def results_table(results: dict[str, Any]) -> str:
     text += [template.format(*r) for r in lines]
     for name, entry in results["tasks"].items():
         text += _task_details(name, entry)
+    text += judge_lines(results)
     text.append(_models_line(results["models"]))
     return "\n".join(text)
 
@@ -216,6 +217,25 @@ def context_effect_lines(name: str, effect: dict[str, Any], *, indent: str = "  
     if effect.get("verdict"):
         lines.append(f"{indent}verdict: {effect['verdict']}")
     return lines
+
+
+def judge_lines(results: dict[str, Any]) -> list[str]:
+    """The judge tasks' lines: each win rate, and beside it how far to trust the judge (its agreement with
+    the ``prefs`` checkers, or a line saying it was not checked)."""
+    from mipo.judges import summary_line
+    from mipo.tasks.judge import UNCHECKED
+
+    text = []
+    for name, entry in results["tasks"].items():
+        if "judge" not in entry and "judge_check" not in entry:
+            continue
+        text.append(f"\n{name}:")
+        if "judge" in entry:
+            text.append(f"  {summary_line(entry['judge'])}")
+        check = entry.get("judge_check")
+        source = " (task judge-check)" if check and check.get("from") else ""
+        text.append(f"  judge-check{source}: {check['note'] if check else UNCHECKED}")
+    return text
 
 
 def _models_line(models: dict[str, Any]) -> str:

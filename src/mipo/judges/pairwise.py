@@ -23,6 +23,14 @@ def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
+def _question(item: Any) -> str:
+    """The user's question: the prompt, or the last user turn of a prompt given as chat messages."""
+    prompt = _field(item, "prompt")
+    if isinstance(prompt, list):
+        return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+    return prompt
+
+
 def open_cache(cache: bool | str | Path | None, judge: Judge, template: Template) -> VerdictCache | None:
     """``True``: the default folder ``$MIPO_CACHE/judge``; a path: that folder; ``False``/``None``: no cache."""
     if cache is None or cache is False:
@@ -60,7 +68,7 @@ def judge_pairwise(
     template = load_template(template)
     requests = []
     for item, model_reply, baseline_reply in zip(items, model_replies, baseline_replies):
-        question, context = _field(item, "prompt"), _field(item, "context")
+        question, context = _question(item), _field(item, "context")
         requests.append(JudgeRequest(question, context, model_reply, baseline_reply))  # model shown as A
         requests.append(JudgeRequest(question, context, baseline_reply, model_reply))  # model shown as B
     judgments, asked = judge_cached(judge, template, requests, open_cache(cache, judge, template))
@@ -151,8 +159,20 @@ def judge_check(
         "chance": CHANCE,
         "judge_calls": pairwise["judge_calls"],
     }
-    summary["note"] = trust_note(summary["agreement"])
+    summary["note"] = trust_note(summary["agreement"]) + builtin_judge_note(judge)
     return summary, rows
+
+
+def builtin_judge_note(judge: Judge) -> str:
+    """Said plainly beside every check of a built-in model (135M-270M parameters) used as the judge."""
+    from mipo.models import BUILTIN_MODELS
+
+    if judge.name not in BUILTIN_MODELS:
+        return ""
+    return (
+        f". The built-in {judge.name} is far too small to judge personalization (expect chance): it serves "
+        "for the plumbing only; serve a larger judge (docs/judges.md)"
+    )
 
 
 def trust_note(agreement: dict[str, Any] | None) -> str:

@@ -53,7 +53,8 @@ class JudgeSettings:
             problems.append(f"judge_url must start with http:// or https://, got {self.judge_url!r}")
         return problems
 
-    def make(self) -> Judge:
+    def make(self, device: str | None = None) -> Judge:
+        """The judge these settings name; ``device`` places a local judge (an endpoint judge has none)."""
         from mipo.judges import make_judge
 
         if self.judge_url:
@@ -66,4 +67,6 @@ class JudgeSettings:
                 retries=self.judge_retries,
                 verdict=self.judge_verdict,
             )
-        return make_judge(self.judge, batch_size=self.judge_batch_size, verdict=self.judge_verdict)
+        return make_judge(
+            self.judge, batch_size=self.judge_batch_size, verdict=self.judge_verdict, device=device
+        )
