@@ -83,6 +83,11 @@ class ContrastiveTrainer(Trainer):
     def __init__(self, model, args, train_dataset, processing_class, peft_config=None, callbacks=None):
         if peft_config is not None:
             from peft import get_peft_model
+            from transformers import set_seed
+
+            set_seed(
+                args.seed
+            )  # the adapters' initial weights: the same for the same --seed, whatever ran before
 
             if args.gradient_checkpointing:
                 model.enable_input_require_grads()  # the frozen embeddings must pass gradients to the adapters
