@@ -2,13 +2,14 @@
 
 Accepted: TRL's conversational format with an explicit prompt (``prompt`` a list of messages, ``chosen`` and
 ``rejected`` lists of assistant messages), as ``mipo pairs`` writes it, and TRL's standard format (three
-strings). Other fields (id, strategy, negative_prompt, ...) are ignored. Every bad row is an ``InputError``
+strings). Other fields (id, strategy, negative_prompt, ...) are ignored, except those asked for with
+``keep`` (the contrastive objectives read ``negative_prompt``). Every bad row is an ``InputError``
 naming the file, the line (JSONL) or row (Parquet), and the field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,12 @@ def _messages(value: Any, path: Path, line: int, field: str) -> list[dict[str, s
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
 
 
-def read_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Return ``[{prompt, chosen, rejected}]``, all rows in one format (conversational or standard)."""
+def read_pairs(path: str | Path, *, keep: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Return ``[{prompt, chosen, rejected}]``, all rows in one format (conversational or standard).
+
+    ``keep``: prompt-like fields (``negative_prompt``) every row must also have, in the prompt's format;
+    they are kept in the returned rows.
+    """
     path = Path(path)
     if not path.is_file():
         raise MipoError(f"{path}: pairs file not found")
@@ -82,7 +87,27 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
             raise InputError(
                 path, "chosen and rejected must be assistant messages", line=line, field="chosen"
             )
+        for field in keep:
+            pair[field] = _prompt_like(row.get(field), path, line, field, conversational=bool(conversational))
         pairs.append(pair)
     if not pairs:
         raise InputError(path, "no pairs: the file is empty")
     return pairs
+
+
+def _prompt_like(value: Any, path: Path, line: int, field: str, *, conversational: bool) -> Any:
+    """A field that holds a prompt (``negative_prompt``), in the format of the row's prompt."""
+    if value is None:
+        raise InputError(
+            path,
+            "missing (this objective needs it; mipo pairs writes it in every row)",
+            line=line,
+            field=field,
+        )
+    if conversational:
+        return _messages(value if isinstance(value, list) else None, path, line, field)
+    if not isinstance(value, str):
+        raise InputError(
+            path, f"expected a string like the prompt, got {type(value).__name__}", line=line, field=field
+        )
+    return value

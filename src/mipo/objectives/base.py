@@ -37,6 +37,8 @@ class Objective:
     ``before_trainer(run)``: may change ``run.trl_settings`` before the TRL config is built.
     ``after_trainer(trainer, run) -> dict``: runs once the trainer exists (the DPO reference log-probs); what
     it returns is recorded as ``reference_log_probs`` in ``train_config.json``.
+    ``pair_fields``: fields of the pairs file beyond prompt/chosen/rejected that every row must have and that
+    ``prepare_rows`` receives (``negative_prompt`` for InfoNCE and SAMI); checked before any model loads.
     """
 
     config_class: type | str
@@ -46,6 +48,7 @@ class Objective:
     defaults: dict[str, Any] = field(default_factory=dict)
     before_trainer: Callable[[TrainingRun], None] | None = None
     after_trainer: Callable[[Any, TrainingRun], dict[str, Any]] | None = None
+    pair_fields: tuple[str, ...] = ()
 
     def config(self) -> type:
         return _load(self.config_class)
