@@ -161,9 +161,16 @@ class EvalConfig(ScoringSettings, JudgeSettings):
         "answers every item without it, to tell personalization from a generic change of style (doubles "
         "generation)",
     )
+    cad_alpha: float | None = option(
+        None,
+        "context-aware decoding for --model (the baseline decodes plainly): (1+A) log p(.|x,c) - A log p(.|x), "
+        "A >= 0; every item needs a context (mipo.sampling)",
+    )
 
     def problems(self) -> list[str]:
-        problems = super().problems()
+        from mipo.sampling import cad_problems
+
+        problems = super().problems() + cad_problems(self.cad_alpha, self.backend)
         if not self.task_names:
             problems.append("task: name at least one task")
         from mipo.tasks.judge import judge_task_problems
@@ -208,6 +215,10 @@ def evaluate(config: EvalConfig) -> Path:
             f"{results_path} already exists; pass --overwrite to replace it or choose another --out"
         )
     job = plan(config, load_tasks(config))
+    if config.cad_alpha is not None:  # before any model loads
+        from mipo.sampling import require_item_contexts
+
+        require_item_contexts(job.tasks)
     start_partial(config, job)
     slot = _ModelSlot(config.device, config.backend)
     runs, from_cache = run_models(config, job, slot)
@@ -442,7 +453,8 @@ def run_seed(config, task: Task, conversations, batches, engine, role: str, seed
     for batch in batches:
         if all(i in done for i in batch):
             continue  # finished before an interruption
-        replies = generate(config, engine, [conversations[i] for i in batch], seed, stats)
+        cad_items = [task.items[i] for i in batch] if role == "model" else None  # CAD: --model only
+        replies = generate(config, engine, [conversations[i] for i in batch], seed, stats, cad_items)
         for i, response in zip(batch, replies):
             done[i] = score_row(task, task.items[i], conversations[i], response, seed)
             writer.write({"index": i, "row": done[i]})
@@ -453,10 +465,13 @@ def run_seed(config, task: Task, conversations, batches, engine, role: str, seed
     return [done[i] for i in range(len(task.items))]
 
 
-def generate(config, engine, conversations, seed: int, stats) -> list[str]:
+def generate(config, engine, conversations, seed: int, stats, cad_items=None) -> list[str]:
     """One batch of replies, one per conversation: the only place evaluation calls a generation engine."""
+    from mipo.sampling import cad_arguments
+
     responses = engine.generate(
         conversations,
+        **cad_arguments(getattr(config, "cad_alpha", None), cad_items, config.context_mode),
         temperature=config.sampling_temperature,
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,
@@ -798,6 +813,7 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         **{name: getattr(config, name) for name in OUTPUT_SETTINGS},
         against=config.against,
         context_effect=config.context_effect,
+        **({"cad_alpha": config.cad_alpha} if getattr(config, "cad_alpha", None) is not None else {}),
     )
 
 

@@ -143,6 +143,8 @@ def generate_responses(
     backend: str = "hf",
     drop_finished: bool = True,
     workers: int | None = None,
+    cad_alpha: float | None = None,
+    without_context: list[Conversation] | None = None,
 ) -> list[list[str]]:
     """Return ``num_samples`` responses per conversation, in input order. ``temperature=0`` is greedy.
 
@@ -150,10 +152,19 @@ def generate_responses(
     number: a reply does not depend on the other prompts of its batch or call, on the batch size, or on
     the number of ``workers`` (decode processes of one thread each on a CPU; default: one per core).
 
+    ``cad_alpha`` (hf only): context-aware decoding, each token picked from ``(1 + α) log p(·|x, c) −
+    α log p(·|x)``; ``without_context[i]`` is ``conversations[i]`` without its context.
+
     ``backend`` other than ``hf``: ``model`` is what that backend loads (``mipo.backends.load_engine``).
     """
     if num_samples < 1 or max_new_tokens < 1 or batch_size < 1:
         raise ConfigError("num_samples, max_new_tokens and batch_size must be at least 1")
+    if cad_alpha is not None and (backend != "hf" or without_context is None or cad_alpha < 0):
+        raise ConfigError(
+            "cad_alpha needs backend 'hf', a value >= 0 and each conversation without its context"
+        )
+    if without_context is not None and len(without_context) != len(conversations):
+        raise ConfigError(f"{len(without_context)} conversations without context for {len(conversations)}")
     stats = stats if stats is not None else GenerationStats()
     if not conversations:
         return []
@@ -184,6 +195,8 @@ def generate_responses(
         stats=stats,
         drop_finished=drop_finished,
         workers=workers,
+        cad_alpha=cad_alpha,
+        without_context=without_context,
     )
 
 
@@ -229,6 +242,8 @@ def _generate_hf(
     stats: GenerationStats,
     drop_finished: bool,
     workers: int | None,
+    cad_alpha: float | None = None,
+    without_context: list[Conversation] | None = None,
 ) -> list[list[str]]:
     import torch
     from tqdm.auto import tqdm
@@ -244,8 +259,12 @@ def _generate_hf(
     stops = torch.tensor(stop_token_ids(model, tokenizer), device=model.device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
     settings = {"stops": stops, "pad_id": pad_id, "temperature": temperature, "top_p": top_p}
-    settings |= {"max_new_tokens": max_new_tokens, "drop_finished": drop_finished}
+    settings |= {"max_new_tokens": max_new_tokens, "drop_finished": drop_finished, "cad_alpha": cad_alpha}
+    # A reply's seed comes from its prompt as given (with its context): CAD at α = 0 samples as plain decoding.
     jobs = [(encoded[i], row_seed(seed, encoded[i], s)) for i, s in rows]
+    if cad_alpha is not None:
+        plain = encode_conversations(tokenizer, without_context)
+        jobs = [(ids, row, plain[i]) for (ids, row), (i, _) in zip(jobs, rows)]
 
     def decode_share(share: list, finished) -> list:
         share_stats = GenerationStats()
@@ -267,7 +286,7 @@ def _generate_hf(
         stats.padding_tokens += padding
         results[i][s] = tokenizer.decode(row_tokens, skip_special_tokens=True).strip()
     stats.prompts += len(conversations)
-    stats.prompt_tokens += sum(len(ids) for ids, _ in jobs)
+    stats.prompt_tokens += sum(len(job[0]) for job in jobs)
     stats.seconds = time.perf_counter() - start
     return results
 
@@ -280,9 +299,76 @@ def row_seed(seed: int, prompt_ids: list[int], sample: int) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
 
 
+@dataclass
+class _Side:
+    """One left-padded batch decoding with its own KV cache: the prompts as given or, for context-aware
+    decoding, the same prompts without their context. Both sides append the same chosen token each step."""
+
+    cache: Any
+    attention_mask: torch.Tensor  # (B, width + max_new_tokens): each step passes a view one column longer
+    next_position: torch.Tensor  # (B, 1)
+    width: int  # the longest prompt
+
+
+def _prefill(
+    model: PreTrainedModel, prompts: list[list[int]], pad_id: int, max_new_tokens: int, stats: GenerationStats
+) -> tuple[_Side, torch.Tensor]:
+    """Run the prompts through the model into a fresh cache; returns the side and its last logits (B, V)."""
+    rows, width = len(prompts), max(len(p) for p in prompts)
+    total = width + max_new_tokens
+    input_ids, attention_mask = _left_padded(prompts, pad_id, total)
+    stats.prompt_tokens += sum(len(p) for p in prompts)
+    stats.padding_tokens += width * rows - sum(len(p) for p in prompts)
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+    # Left padding: positions count real tokens only, as generate() does.
+    position_ids = (attention_mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+    cache = preallocated_cache(model, total)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask[:, :width],
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+        **{_cache_kwarg(model): cache},
+    ).logits[:, -1, :]  # (B, V)
+    return _Side(cache, attention_mask, position_ids[:, -1:] + 1, width), logits
+
+
+def _advance(model: PreTrainedModel, side: _Side, chosen: torch.Tensor, steps: int) -> torch.Tensor:
+    """Append ``chosen`` (B,) to the side's cache; returns the next logits (B, V)."""
+    logits = model(
+        input_ids=chosen.unsqueeze(-1),
+        attention_mask=side.attention_mask[:, : side.width + steps],
+        position_ids=side.next_position,
+        use_cache=True,
+        **{_cache_kwarg(model): side.cache},
+    ).logits[:, -1, :]
+    side.next_position = side.next_position + 1
+    return logits
+
+
+def _keep_rows(side: _Side, keep: torch.Tensor) -> None:
+    side.cache.batch_select_indices(keep)
+    side.attention_mask, side.next_position = side.attention_mask[keep], side.next_position[keep]
+
+
+def context_aware_logits(with_context: torch.Tensor, without: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Context-aware decoding (Shi et al., 2023): ``(1 + α) log p(·|x, c) − α log p(·|x)`` (B, V), which
+    boosts the tokens the context makes likelier: the context PMI, raised at inference time.
+
+    Computed as ``logits(x, c) + α (log p(·|x, c) − log p(·|x))``, which differs from it by a constant per
+    row (the log-normaliser of ``p(·|x, c)``), so sampling and top-p see the same distribution; at α = 0 it
+    is the plain logits bit for bit, so CAD at α = 0 decodes exactly as plain decoding."""
+    import torch
+
+    with_context = with_context.float()
+    contrast = torch.log_softmax(with_context, dim=-1) - torch.log_softmax(without.float(), dim=-1)
+    return with_context + alpha * contrast
+
+
 def _decode_batch(
     model: PreTrainedModel,
-    batch: list[tuple[list[int], int]],
+    batch: list[tuple],
     *,
     stops: torch.Tensor,
     pad_id: int,
@@ -291,46 +377,36 @@ def _decode_batch(
     max_new_tokens: int,
     drop_finished: bool,
     stats: GenerationStats,
+    cad_alpha: float | None = None,
 ) -> list[list[int]]:
     """Decode one left-padded batch of ``(prompt ids, row seed)`` with the model's KV cache; returns each
-    row's new tokens (stop token cut)."""
+    row's new tokens (stop token cut). With ``cad_alpha``, rows are ``(prompt ids, row seed, ids of the
+    prompt without its context)`` and both prompts decode in lockstep (``context_aware_logits``)."""
     import numpy as np
     import torch
 
-    prompts = [ids for ids, _ in batch]
-    streams = [np.random.default_rng(row) for _, row in batch]  # one random stream per reply
-
-    device = model.device
-    rows, width = len(prompts), max(len(p) for p in prompts)
-    total = width + max_new_tokens
-    input_ids, attention_mask = _left_padded(prompts, pad_id, total)
-    stats.prompt_tokens += sum(len(p) for p in prompts)
-    stats.padding_tokens += width * rows - sum(len(p) for p in prompts)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    # Left padding: positions count real tokens only, as generate() does.
-    position_ids = (attention_mask[:, :width].cumsum(-1) - 1).clamp(min=0)
-    cache = preallocated_cache(model, total)
-    cache_arg = _cache_kwarg(model)
-    live = torch.arange(rows, device=device)  # batch row -> index into ``prompts``
+    streams = [np.random.default_rng(job[1]) for job in batch]  # one random stream per reply
+    rows = len(batch)
+    live = torch.arange(rows, device=model.device)  # batch row -> index into ``batch``
     # New tokens of every row, one column per step; -1 where a row wrote nothing (it had finished).
-    new_tokens = torch.full((rows, max_new_tokens), -1, dtype=torch.long, device=device)
+    new_tokens = torch.full((rows, max_new_tokens), -1, dtype=torch.long, device=model.device)
     steps = 0
     with torch.inference_mode():
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask[:, :width],
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_arg: cache},
-        ).logits[:, -1, :]  # (B, V)
-        next_position = position_ids[:, -1:] + 1  # (B, 1)
-        done = torch.zeros(rows, dtype=torch.bool, device=device)  # finished rows still in the batch
+        side, logits = _prefill(model, [job[0] for job in batch], pad_id, max_new_tokens, stats)
+        sides, all_logits = [side], [logits]
+        if cad_alpha is not None:
+            plain, plain_logits = _prefill(model, [job[2] for job in batch], pad_id, max_new_tokens, stats)
+            sides.append(plain)
+            all_logits.append(plain_logits)
+        done = torch.zeros(rows, dtype=torch.bool, device=model.device)  # finished rows still in the batch
         for step in range(max_new_tokens):
             uniforms = (
                 torch.tensor([g.random() for g in streams], dtype=torch.float64) if temperature > 0 else None
             )
-            chosen = _pick_tokens(logits.float(), temperature, top_p, uniforms)  # (B,)
+            scores = (
+                all_logits[0].float() if cad_alpha is None else context_aware_logits(*all_logits, cad_alpha)
+            )
+            chosen = _pick_tokens(scores, temperature, top_p, uniforms)  # (B,)
             new_tokens[live, step] = chosen.masked_fill(done, -1)
             done = done | torch.isin(chosen, stops)
             steps = step + 1
@@ -339,19 +415,12 @@ def _decode_batch(
             # Dropping rows copies the cache: worth it once a quarter of the batch has finished.
             if drop_finished and int(done.sum()) * 4 >= len(done):
                 keep = (~done).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
+                for each in sides:
+                    _keep_rows(each, keep)
                 live, chosen, done = live[keep], chosen[keep], done[keep]
                 streams = [streams[k] for k in keep.tolist()]
-                attention_mask, next_position = attention_mask[keep], next_position[keep]
             # Finished rows left in the batch keep decoding; their tokens are ignored.
-            logits = model(
-                input_ids=chosen.unsqueeze(-1),
-                attention_mask=attention_mask[:, : width + steps],
-                position_ids=next_position,
-                use_cache=True,
-                **{cache_arg: cache},
-            ).logits[:, -1, :]
-            next_position = next_position + 1
+            all_logits = [_advance(model, each, chosen, steps) for each in sides]
     return [_cut_at_stop(row, stops) for row in new_tokens[:, :steps].tolist()]
 
 

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
 
+SELECTIONS = ("first", "pmi")
+REJECTED_REPLIES = ("lowest", "negative")
+SCORE_BATCH = 8  # sequences per scoring forward pass: (8, reply tokens, vocabulary) logits stay small
+
 
 @dataclass
 class PairsConfig(GenerationJob):
@@ -45,12 +49,43 @@ class PairsConfig(GenerationJob):
     drop_system: bool = option(False, "incomplete: also remove the system text from x'")
     samples: int = option(1, "responses (positives) per prompt")
     negatives: int = option(1, "negatives per positive: samples*negatives pairs per prompt")
+    select: str = option(
+        "first",
+        "first: every sample makes pairs; pmi: of the --samples candidates, the one with the highest PMI "
+        "against the negative prompts (log π(y|x) − log mean π(y|x')) is chosen",
+        choices=SELECTIONS,
+    )
+    rejected: str = option(
+        "lowest",
+        "--select pmi: the rejected reply is the lowest-PMI candidate (lowest) or the negative prompt's "
+        "reply (negative)",
+        choices=REJECTED_REPLIES,
+    )
 
     def __post_init__(self) -> None:
         problems = self.problems(counts=("samples", "negatives"))
         if self.strategy not in STRATEGIES:
             problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.select not in SELECTIONS:
+            problems.append(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.rejected not in REJECTED_REPLIES:
+            problems.append(f"rejected must be one of {', '.join(REJECTED_REPLIES)}, got {self.rejected!r}")
+        if self.select == "pmi" and self.samples < 2:
+            problems.append(
+                f"--select pmi ranks candidates: --samples must be at least 2, got {self.samples}"
+            )
+        if self.select == "pmi" and self.backend != "hf":
+            problems.append("--select pmi scores replies with the model itself: it needs --backend hf")
         require(problems)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """As ``GenerationJob.fingerprint``; ``rejected`` only counts with ``--select pmi`` (it changes
+        nothing otherwise), and ``select: first`` is left out, so runs from before these settings resume."""
+        settings = super().fingerprint()
+        if self.select == "first":
+            settings.pop("select", None)
+            settings.pop("rejected", None)
+        return settings
 
 
 @dataclass
@@ -79,6 +114,8 @@ class _Plan:
     negatives: dict[str, list[str]]  # record id -> the unit keys of its negatives
     skipped: int = 0
     no_negative: int = 0
+    # False with --select pmi --rejected lowest: negative prompts are only scored against, never answered
+    answer_negatives: bool = True
 
 
 @dataclass
@@ -87,6 +124,7 @@ class _Output:
 
     writer: Any  # mipo.files.RowWriter on process 0, None on the others
     done_ids: set[str]
+    engine: Any = None  # scores the candidates of --select pmi (an hf engine: model and tokenizer)
 
 
 def build_pairs(config: PairsConfig) -> Path:
@@ -104,6 +142,7 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
     plan = _plan(records, config, engine)
     summary = PairsSummary(path=out, dropped={"too long for the model": plan.skipped})
     output = _open_output(out, config, job, rank, world)
+    output.engine = engine
     try:
         cached = _generate_chunks(plan, engine, config, output, rank, world, summary)
         if world > 1:
@@ -187,10 +226,12 @@ def _generate_chunks(
             if c % world != rank:
                 continue
             missing = [k for k in chunk if k in needed and k not in cached]
-            if missing:
-                responses = _generate(engine, [plan.conversations[k] for k in missing], config, c, summary)
-                cached.update(zip(missing, responses))
-                _append_responses(cache_file, cache_path, missing, responses)
+            for samples in sorted({_unit_samples(k, config) for k in missing}):
+                keys = [k for k in missing if _unit_samples(k, config) == samples]
+                conversations = [plan.conversations[k] for k in keys]
+                responses = _generate(engine, conversations, config, samples, summary)
+                cached.update(zip(keys, responses))
+                _append_responses(cache_file, cache_path, keys, responses)
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{summary.stats.tokens_per_second:.0f}")
             if output.writer is not None and world == 1:
@@ -204,9 +245,21 @@ def _needed_units(plan: _Plan, done_ids: set[str]) -> set[str]:
     needed = set()
     for r in plan.records:
         if r.id not in done_ids:
-            needed.add(_positive_key(r.id))
-            needed.update(plan.negatives[r.id])
+            needed.update(_required_keys(plan, r.id))
     return needed
+
+
+def _required_keys(plan: _Plan, record_id: str) -> list[str]:
+    """The units a record's pairs are made of: its own replies, and its negatives' when they are answered."""
+    return [_positive_key(record_id), *(plan.negatives[record_id] if plan.answer_negatives else [])]
+
+
+def _unit_samples(key: str, config: PairsConfig) -> int:
+    """Replies a unit needs: every sample of a prompt; with --select pmi, a new negative prompt's reply is
+    a rejected reply or nothing, never a candidate, so one is enough."""
+    if config.select == "pmi" and not key.endswith("\t+"):
+        return 1
+    return config.samples
 
 
 def _append_responses(cache_file, cache_path: Path, keys: list[str], responses: list[list[str]]) -> None:
@@ -320,6 +373,7 @@ def _plan(records: list[PromptRecord], config: PairsConfig, engine) -> _Plan:
         )
     negatives = _draw_negatives(kept, config)
     plan = _units(kept, negatives, config)
+    plan.answer_negatives = not (config.select == "pmi" and config.rejected == "lowest")
     plan.skipped += len(records) - len(kept)
     _drop_unfit_negatives(plan, fits)
     return plan
@@ -412,11 +466,11 @@ def _drop_unfit_negatives(plan: _Plan, fits: Callable[[list[Conversation]], list
 
 
 def _generate(
-    engine, conversations: list[Conversation], config: PairsConfig, chunk: int, summary: PairsSummary
+    engine, conversations: list[Conversation], config: PairsConfig, samples: int, summary: PairsSummary
 ):
     return engine.generate(
         conversations,
-        num_samples=config.samples,
+        num_samples=samples,
         temperature=config.temperature,
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,
@@ -432,10 +486,16 @@ def _emit(
     output: _Output, plan: _Plan, cached: dict[str, list[str]], config: PairsConfig, summary: PairsSummary
 ) -> None:
     """Write the pairs of every prompt whose responses are all known and that is not written yet."""
-    for record in plan.records:
+    ready = [
+        r
+        for r in plan.records
+        if r.id not in output.done_ids and all(k in cached for k in _required_keys(plan, r.id))
+    ]
+    if config.select == "pmi":
+        _emit_pmi_ranked(output, plan, cached, config, summary, ready)
+        return
+    for record in ready:
         keys = [_positive_key(record.id), *plan.negatives[record.id]]
-        if record.id in output.done_ids or not all(k in cached for k in keys):
-            continue
         output.done_ids.add(record.id)
         several = config.samples * len(plan.negatives[record.id]) > 1
         for s, chosen in enumerate(cached[keys[0]]):
@@ -451,6 +511,88 @@ def _emit(
                 output.writer.write(
                     _pair_row(row_id, record, plan, keys[0], negative_key, chosen, rejected, config)
                 )
+
+
+def _emit_pmi_ranked(
+    output: _Output,
+    plan: _Plan,
+    cached: dict[str, list[str]],
+    config: PairsConfig,
+    summary: PairsSummary,
+    ready: list[PromptRecord],
+) -> None:
+    """--select pmi: score every ready record's candidates (and rejected replies) in one batched pass, then
+    write chosen = the highest-PMI candidate against rejected = the lowest or the negative prompt's reply."""
+    replies = {}  # record id -> the replies to score: the candidates, then the negatives' replies
+    for record in ready:
+        negatives = plan.negatives[record.id] if config.rejected == "negative" else []
+        replies[record.id] = [*cached[_positive_key(record.id)], *(cached[k][0] for k in negatives)]
+    scores = _pmi_of_replies(output.engine, plan, ready, replies)
+    for record in ready:
+        output.done_ids.add(record.id)
+        candidates = scores[record.id][: config.samples]
+        texts = replies[record.id]
+        ranked = sorted((i for i in range(config.samples) if texts[i]), key=lambda i: candidates[i])
+        if not ranked:
+            summary.dropped["empty response"] = summary.dropped.get("empty response", 0) + 1
+            continue
+        best = ranked[-1]
+        if config.rejected == "lowest":
+            rejected = [(plan.negatives[record.id][0], ranked[0])]
+        else:
+            rejected = [(k, config.samples + q) for q, k in enumerate(plan.negatives[record.id])]
+        for q, (negative_key, r) in enumerate(rejected):
+            if not texts[r] or texts[r] == texts[best]:
+                why_not = "identical chosen and rejected" if texts[r] else "empty response"
+                summary.dropped[why_not] = summary.dropped.get(why_not, 0) + 1
+                continue
+            row_id = f"{record.id}-{q}" if len(rejected) > 1 else record.id
+            row = _pair_row(
+                row_id, record, plan, _positive_key(record.id), negative_key, texts[best], texts[r], config
+            )
+            row |= {"chosen_pmi": scores[record.id][best], "rejected_pmi": scores[record.id][r]}
+            row["candidate_pmi"] = candidates
+            output.writer.write(row)
+
+
+def _pmi_of_replies(
+    engine, plan: _Plan, records: list[PromptRecord], replies: dict[str, list[str]]
+) -> dict[str, list[float]]:
+    """Each reply's PMI against its record's negative prompts, ``log π(y|x) − log mean_k π(y|x'_k)``
+    (``mipo.pmi``), from one batched ``sequence_logprobs`` call; a repeated (prompt, reply) is scored once."""
+    from mipo.pmi import pmi_from_logprobs
+    from mipo.scoring import sequence_logprobs
+
+    slots: dict[tuple[str, str], int] = {}
+    sequences: list[tuple[Conversation, str]] = []
+
+    def slot(conversation: Conversation, reply: str) -> int:
+        key = (json.dumps(conversation, sort_keys=True), reply)
+        if key not in slots:
+            slots[key] = len(sequences)
+            sequences.append((conversation, reply))
+        return slots[key]
+
+    layout = {}  # record id -> per reply: (own slot, the negative prompts' slots)
+    for record in records:
+        prompt = plan.conversations[_positive_key(record.id)]
+        negatives = [plan.conversations[k] for k in plan.negatives[record.id]]
+        layout[record.id] = [(slot(prompt, y), [slot(x, y) for x in negatives]) for y in replies[record.id]]
+    if not sequences:
+        return {}
+    logps = sequence_logprobs(
+        engine.model,
+        engine.tokenizer,
+        [c for c, _ in sequences],
+        [y for _, y in sequences],
+        batch_size=SCORE_BATCH,
+    )
+    return {
+        record_id: pmi_from_logprobs(
+            [logps[own] for own, _ in rows], [[logps[o] for o in others] for _, others in rows]
+        )
+        for record_id, rows in layout.items()
+    }
 
 
 def _pair_row(
@@ -481,6 +623,7 @@ def _pair_row(
             "negatives": config.negatives,
             "backend": config.backend,
             "context_mode": config.context_mode,
+            **({"select": config.select, "rejected": config.rejected} if config.select == "pmi" else {}),
         },
     }
 

@@ -40,6 +40,11 @@ class RunConfig:
     run_dir: str = option("runs/mipo", "folder that holds every stage's output")
     model: str = option("smollm2-135m", "the base model: a built-in name, a folder or a Hub id")
     seed: int = option(0, "seed for every stage that samples")
+    rounds: int = option(
+        1,
+        "MIPO rounds: round r builds its pairs with round r-1's model and trains from it (the reference is "
+        "round r-1's model); rounds after the first go in pairs-rN/ and train-rN/; eval runs on the last",
+    )
     prompts: dict = option({}, "where the prompts come from: {task: prefs|gsm8k, ...} or {file: PATH, ...}")
     pairs: dict = option({}, "settings of `mipo pairs` (PairsConfig fields)")
     train: dict = option({}, "settings of `mipo train` (TrainConfig fields)")
@@ -59,6 +64,8 @@ class RunConfig:
         for i, e in enumerate(self.eval):
             if not isinstance(e, dict) or "task" not in e:
                 problems.append(f"eval[{i}] needs a 'task'")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            problems.append(f"'rounds' must be a whole number of at least 1, got {self.rounds!r}")
         require(problems)
 
 
@@ -315,7 +322,7 @@ def _prompts_stage(config: RunConfig, run_dir: Path) -> tuple[Stage, Path]:
 def _command_stage(
     name: str,
     folder: Path,
-    upstream: Stage,
+    upstream: Stage | list[Stage],
     command: Callable[[Any], Any],
     config_class: type,
     settings: dict,
@@ -334,13 +341,41 @@ def _command_stage(
     def run(folder: Path, resume: bool) -> None:
         command(command_config(resume))
 
-    return Stage(name, folder, settings, [upstream.key], run, inputs(command_config(False)))
+    upstream_keys = [s.key for s in upstream] if isinstance(upstream, list) else [upstream.key]
+    return Stage(name, folder, settings, upstream_keys, run, inputs(command_config(False)))
 
 
-def _pairs_stage(config: RunConfig, run_dir: Path, prompts_path: Path, upstream: Stage) -> tuple[Stage, Path]:
+@dataclass
+class _Round:
+    """Where round r of the MIPO loop starts: the model it samples and trains from, and the stage that
+    made that model (None in round 1: the run's base model, identified by its weights)."""
+
+    number: int
+    model: str
+    trained_by: Stage | None = None
+
+    def folder(self, run_dir: Path, stage: str) -> Path:
+        return run_dir / (stage if self.number == 1 else f"{stage}-r{self.number}")
+
+    def name(self, stage: str) -> str:
+        return stage if self.number == 1 else f"{stage}-r{self.number}"
+
+    def inputs(self, config: Any) -> dict[str, Any]:
+        # Round 1 reads the base model's weights; a later round's model is the previous train stage's
+        # output, identified by that stage's key (its folder may not exist yet when the stages are built).
+        return _model_inputs(config) if self.trained_by is None else {}
+
+    def upstream(self, stage: Stage) -> list[Stage]:
+        return [stage] if self.trained_by is None else [stage, self.trained_by]
+
+
+def _pairs_stage(
+    config: RunConfig, run_dir: Path, prompts_path: Path, upstream: Stage, round_: _Round | None = None
+) -> tuple[Stage, Path]:
     from mipo.pairs import PairsConfig, build_pairs
 
-    pairs_path = run_dir / "pairs" / "pairs.jsonl"
+    round_ = round_ or _Round(1, config.model)
+    pairs_path = round_.folder(run_dir, "pairs") / "pairs.jsonl"
 
     def flags(resume: bool) -> dict:
         return {
@@ -350,35 +385,64 @@ def _pairs_stage(config: RunConfig, run_dir: Path, prompts_path: Path, upstream:
             "overwrite": not resume,
         }
 
-    settings = {"model": config.model, "seed": config.seed, **config.pairs}
+    settings = {"model": round_.model, "seed": config.seed, **config.pairs}
     stage = _command_stage(
-        "pairs",
+        round_.name("pairs"),
         pairs_path.parent,
-        upstream,
+        round_.upstream(upstream),
         build_pairs,
         PairsConfig,
         settings,
         flags,
-        _model_inputs,
+        round_.inputs,
         "pairs",
     )
     return stage, pairs_path
 
 
-def _train_stage(config: RunConfig, run_dir: Path, pairs_path: Path, upstream: Stage) -> tuple[Stage, Path]:
+def _train_stage(
+    config: RunConfig, run_dir: Path, pairs_path: Path, upstream: Stage, round_: _Round | None = None
+) -> tuple[Stage, Path]:
     from mipo.training import TrainConfig, train
 
-    model_dir = run_dir / "train" / "model"
+    round_ = round_ or _Round(1, config.model)
+    model_dir = round_.folder(run_dir, "train") / "model"
 
     def flags(resume: bool) -> dict:
         resume = resume and model_dir.exists()  # killed before the first checkpoint: start again
         return {"pairs": str(pairs_path), "out": str(model_dir), "resume": resume, "overwrite": not resume}
 
-    settings = {"model": config.model, "seed": config.seed, **config.train}
+    settings = {"model": round_.model, "seed": config.seed, **config.train}
+    if config.rounds > 1 and not settings.get("full"):
+        # The next round samples from and trains on full weights (a LoRA adapter trains on merged ones
+        # only). Every round merges, the last too, so raising ``rounds`` later keeps the finished rounds.
+        settings["merge"] = True
     stage = _command_stage(
-        "train", model_dir.parent, upstream, train, TrainConfig, settings, flags, _model_inputs, "train"
+        round_.name("train"),
+        model_dir.parent,
+        upstream,
+        train,
+        TrainConfig,
+        settings,
+        flags,
+        round_.inputs,
+        "train",
     )
     return stage, model_dir
+
+
+def _round_stages(config: RunConfig, run_dir: Path, prompts: Stage, prompts_path: Path) -> list[Stage]:
+    """Pairs and train stages of every round; the last stage's folder holds the model to evaluate."""
+    stages: list[Stage] = []
+    round_ = _Round(1, config.model)
+    for number in range(1, config.rounds + 1):
+        pairs, pairs_path = _pairs_stage(config, run_dir, prompts_path, prompts, round_)
+        trained, model_dir = _train_stage(config, run_dir, pairs_path, pairs, round_)
+        stages += [pairs, trained]
+        # A LoRA round's next model is its merged weights (a new adapter trains on full weights only).
+        next_model = model_dir if config.train.get("full") else model_dir / "merged"
+        round_ = _Round(number + 1, str(next_model), trained)
+    return stages
 
 
 def _eval_stage(config: RunConfig, run_dir: Path, index: int, model_dir: Path, upstream: Stage) -> Stage:
@@ -442,10 +506,11 @@ def build_stages(config: RunConfig) -> list[Stage]:
     """The run as a chain of stages; each one's key covers its settings and everything upstream."""
     run_dir = Path(config.run_dir)
     prompts, prompts_path = _prompts_stage(config, run_dir)
-    pairs, pairs_path = _pairs_stage(config, run_dir, prompts_path, prompts)
-    trained, model_dir = _train_stage(config, run_dir, pairs_path, pairs)
+    rounds = _round_stages(config, run_dir, prompts, prompts_path)
+    trained = rounds[-1]
+    model_dir = trained.folder / "model"
     evals = [_eval_stage(config, run_dir, i, model_dir, trained) for i in range(len(config.eval))]
-    stages = [prompts, pairs, trained, *evals]
+    stages = [prompts, *rounds, *evals]
     return [*stages, _report_stage(config, run_dir, stages)]
 
 

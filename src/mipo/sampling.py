@@ -21,9 +21,63 @@ log = logging.getLogger(__name__)
 class SampleConfig(GenerationJob):
     with_context: bool = option(True, "include each record's context in its prompt")
     samples: int = option(1, "responses per prompt")
+    cad_alpha: float | None = option(
+        None,
+        "context-aware decoding: pick tokens from (1+A) log p(.|x,c) - A log p(.|x), A >= 0 (hf backend; "
+        "every record needs a context)",
+    )
 
     def __post_init__(self) -> None:
-        require(self.problems(counts=("samples",)))
+        problems = self.problems(counts=("samples",))
+        problems += cad_problems(self.cad_alpha, self.backend, with_context=self.with_context)
+        require(problems)
+
+    def fingerprint(self) -> dict:
+        """As ``GenerationJob.fingerprint``; without --cad-alpha the setting is left out, so runs from before
+        it resume."""
+        settings = super().fingerprint()
+        if self.cad_alpha is None:
+            settings.pop("cad_alpha", None)
+        return settings
+
+
+def cad_problems(cad_alpha: float | None, backend: str, *, with_context: bool = True) -> list[str]:
+    """What makes ``--cad-alpha`` unusable, before any model loads (``mipo sample`` and ``mipo eval``)."""
+    if cad_alpha is None:
+        return []
+    problems = []
+    if cad_alpha < 0:
+        problems.append(f"--cad-alpha must be >= 0, got {cad_alpha}")
+    if backend != "hf":
+        problems.append(f"--cad-alpha runs in the hf engine's decode loop, not backend {backend!r}")
+    if not with_context:
+        problems.append(
+            "--cad-alpha contrasts the prompt with and without its context: drop --no-with-context"
+        )
+    return problems
+
+
+def require_contexts(records, path: str, context_field: str) -> None:
+    """Context-aware decoding contrasts each prompt with and without its context: every record needs one."""
+    from mipo.errors import InputError
+
+    for record in records:
+        if not record.context:
+            message = "no context: --cad-alpha needs one in every record"
+            raise InputError(path, message, line=record.line, field=context_field)
+
+
+def require_item_contexts(tasks) -> None:
+    """``mipo eval --cad-alpha``: every item of a generated or multiple-choice task needs a context, named by task and item."""
+    from mipo.errors import InputError
+
+    for task in tasks:
+        for item in task.items if task.kind != "pmi" else []:
+            if not item.context:
+                message = (
+                    f"task {task.name}, item {item.id}: no context (--cad-alpha needs one in every item)"
+                )
+                raise InputError(task.source, message, line=item.line, field="context")
 
 
 def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Path:
@@ -37,6 +91,8 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     stats = stats if stats is not None else GenerationStats()
     check_output_not_input(config.out, prompts=config.prompts)
     records = _load_records(config)
+    if config.cad_alpha is not None:
+        require_contexts(records, str(config.prompts), config.context_field)
     writer = RowWriter(
         config.out, resume=config.resume, overwrite=config.overwrite, fingerprint=config.fingerprint()
     )
@@ -58,6 +114,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
             ]
             responses = engine.generate(
                 conversations,
+                **cad_arguments(config.cad_alpha, chunk, config.context_mode),
                 num_samples=config.samples,
                 temperature=config.temperature,
                 top_p=config.top_p,
@@ -81,6 +138,17 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     path = writer.close()
     log.info("wrote %d rows to %s (%.1f tokens/s)", writer.count, path, stats.tokens_per_second)
     return path
+
+
+def cad_arguments(cad_alpha: float | None, records, context_mode: str) -> dict:
+    """The engine's context-aware decoding arguments for ``records`` (``mipo sample`` and ``mipo eval``):
+    none without --cad-alpha (or without records), so any engine then serves."""
+    from mipo.prompts import to_conversation
+
+    if cad_alpha is None or records is None:
+        return {}
+    plain = [to_conversation(r, context_mode=context_mode, with_context=False) for r in records]
+    return {"cad_alpha": cad_alpha, "without_context": plain}
 
 
 def _load_records(config: SampleConfig):
@@ -112,6 +180,7 @@ def _sample_row(record, conversation, texts: list[str], config: SampleConfig) ->
             "max_new_tokens": config.max_new_tokens,
             "samples": config.samples,
             "backend": config.backend,
+            **({"cad_alpha": config.cad_alpha} if config.cad_alpha is not None else {}),
         },
     }
 
