@@ -54,3 +54,27 @@ def test_marginal_pairs_through_the_cli_share_one_rejected_reply(tmp_path, tiny_
     # one conversation, seeded by its tokens: the same rejected reply in every pair
     assert len({r["rejected"][0]["content"] for r in rows}) == 1
     assert len({r["chosen"][0]["content"] for r in rows}) > 1
+
+
+def test_the_neutral_turn_is_generated_once_for_all_prompts(tmp_path, tiny_model_dir, monkeypatch):
+    import mipo.generation as generation
+    from mipo.pairs import PairsConfig, run_pairs
+
+    generated = []
+    real = generation.generate_responses
+
+    def counting(model, tokenizer, conversations, **kwargs):
+        generated.extend(conversations)
+        return real(model, tokenizer, conversations, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_responses", counting)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(4))
+    )
+    config = PairsConfig(
+        model=str(tiny_model_dir), prompts=str(prompts), out=str(tmp_path / "pairs.jsonl"), strategy="marginal",
+        max_new_tokens=4, progress=False, chunk_size=2,
+    )  # fmt: skip
+    assert run_pairs(config).pairs == 4
+    assert generated.count([{"role": "user", "content": ""}]) == 1 and len(generated) == 5

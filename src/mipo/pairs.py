@@ -49,6 +49,7 @@ class PairsConfig(GenerationJob):
     drop_system: bool = option(False, "incomplete: also remove the system text from x'")
     samples: int = option(1, "responses (positives) per prompt")
     negatives: int = option(1, "negatives per positive: samples*negatives pairs per prompt")
+    marginal_prompt: str = option("", "marginal: the text of the neutral user turn x' (default: empty)")
     select: str = option(
         "first",
         "first: every sample makes pairs; pmi: of the --samples candidates, the one with the highest PMI "
@@ -418,6 +419,9 @@ def _units(
     conversations: dict[str, Conversation] = {}
     negative_keys: dict[str, list[str]] = {}
     own_units: dict[str, list[str]] = {}  # record id -> its positive and its new negative units
+    # An x' met before (``marginal``: one for all) is generated once: its replies, seeded by its tokens, are
+    # the same in every unit anyway.
+    unit_of: dict[str, str] = {}  # a negative conversation, as JSON -> the unit that generates it
     for record, record_negatives in zip(records, negatives):
         positive = _positive_key(record.id)
         conversations[positive] = _conversation(record, config)
@@ -427,8 +431,13 @@ def _units(
             if isinstance(negative, int):
                 negative_keys[record.id].append(_positive_key(records[negative].id))
                 continue
-            key = f"{record.id}\t-{q}"
-            conversations[key] = _conversation(negative, config)
+            conversation = _conversation(negative, config)
+            text = json.dumps(conversation, sort_keys=True)
+            if text in unit_of:
+                negative_keys[record.id].append(unit_of[text])
+                continue
+            key = unit_of[text] = f"{record.id}\t-{q}"
+            conversations[key] = conversation
             own_units[record.id].append(key)
             negative_keys[record.id].append(key)
     order = [key for i in _generation_order(negatives) for key in own_units[records[i].id]]
@@ -452,11 +461,8 @@ def _generation_order(negatives: list[list[PromptRecord | int]]) -> list[int]:
 def _drop_unfit_negatives(plan: _Plan, fits: Callable[[list[Conversation]], list[bool]]) -> None:
     """Drop the prompts with a negative prompt longer than the context, then those left with no negative."""
     new_units = [k for k in plan.order if not k.endswith("\t+")]
-    too_long = {
-        k.split("\t")[0]
-        for k, ok in zip(new_units, fits([plan.conversations[k] for k in new_units]))
-        if not ok
-    }
+    unfit = {k for k, ok in zip(new_units, fits([plan.conversations[k] for k in new_units])) if not ok}
+    too_long = {r.id for r in plan.records if unfit.intersection(plan.negatives[r.id])}
     plan.skipped += len(too_long)
     fitting = [r for r in plan.records if r.id not in too_long]
     plan.records = [r for r in fitting if plan.negatives[r.id]]
