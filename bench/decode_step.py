@@ -33,20 +33,18 @@ def main() -> None:
         tokenizer, [[{"role": "user", "content": t}] for t in make_prompts(args.rows)]
     )
     stops = torch.tensor(stop_token_ids(model, tokenizer))
-    generator = torch.Generator()
+    rows = [(ids, row) for row, ids in enumerate(prompts)]  # (prompt ids, the row's random seed)
 
     def run(steps: int) -> float:
-        generator.manual_seed(0)
         start = time.perf_counter()
         _decode_batch(
             model,
-            prompts,
+            rows,
             stops=stops,
             pad_id=tokenizer.pad_token_id,
             temperature=0.1,
             top_p=0.9,
             max_new_tokens=steps,
-            generator=generator,
             drop_finished=False,
             stats=GenerationStats(),
         )
