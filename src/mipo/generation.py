@@ -168,31 +168,18 @@ def generate_responses(
     stats = stats if stats is not None else GenerationStats()
     if not conversations:
         return []
+    sampling = {"num_samples": num_samples, "temperature": temperature, "top_p": top_p, "seed": seed}
+    sampling |= {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stats": stats}
     if backend != "hf":
         from mipo.backends import load_engine
 
-        return load_engine(backend, model, seed=seed).generate(
-            conversations,
-            num_samples=num_samples,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            batch_size=batch_size,
-            stats=stats,
-        )
+        return load_engine(backend, model, seed=seed).generate(conversations, **sampling)
     return _generate_hf(
         model,
         tokenizer,
         conversations,
-        num_samples=num_samples,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        batch_size=batch_size,
+        **sampling,
         progress=progress,
-        stats=stats,
         drop_finished=drop_finished,
         workers=workers,
         cad_alpha=cad_alpha,
