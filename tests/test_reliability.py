@@ -1,16 +1,11 @@
 """Nothing lost (issue 13): resumes that check what they resume, overwrites that never eat inputs or old
-outputs, bad inputs and OS errors as one line with exit code 2, and SIGKILL + ``--resume`` at random points
-giving the bytes of an uninterrupted run. docs/reliability.md counts what this file covers."""
+outputs, bad inputs and OS errors (a full disk included) as one line with exit code 2. SIGKILL + ``--resume``
+at random points is in test_reliability_kills.py. docs/reliability.md counts what these files cover."""
 
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -140,65 +135,6 @@ def test_csv_without_the_prompt_column_names_the_columns_found(tmp_path, tiny_mo
         code == 2
         and f"{prompts}:2: field 'prompt': missing or empty prompt (fields found: id, question)" in line
     )
-
-
-# --- SIGKILL at random points, then --resume: the bytes of an uninterrupted run --------------------------
-
-KILL_POINTS = 3  # per command; docs/reliability.md quotes this number
-
-
-def progress_lines(out: Path) -> int:
-    """Rows and cached responses flushed so far (the files a kill leaves behind)."""
-    total = 0
-    for path in out.parent.glob(out.name + ".*partial"):
-        total += path.read_bytes().count(b"\n")
-    return total
-
-
-def run_killed_at(argv: list[str], out: Path, target: int) -> bool:
-    """Run ``mipo ARGV`` and SIGKILL it once ``target`` lines are flushed; False if it finished first."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mipo", *map(str, argv)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while proc.poll() is None:
-        if progress_lines(out) >= target:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.002)
-    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
-    return False
-
-
-@pytest.mark.parametrize("command,units", [("pairs", 2), ("sample", 1)])
-def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_bytes(
-    command, units, tmp_path, tiny_model_dir, cli
-):
-    n = 16
-    prompts = write_prompts(tmp_path / "p.jsonl", n=n)
-    full = tmp_path / "full.jsonl"
-    assert cli(*args(command, tiny_model_dir, prompts, full, "--temperature", "1"))[0] == 0
-    out = tmp_path / "killed.jsonl"
-    # pairs flush a cached response and a row per prompt, sample a row: kill somewhere inside that.
-    targets = sorted(random.Random(f"kill-{command}").sample(range(1, units * n), KILL_POINTS))
-    kills = 0
-    for k, target in enumerate(targets):
-        resume = ["--resume"] if k else []
-        kills += run_killed_at(
-            args(command, tiny_model_dir, prompts, out, "--temperature", "1", *resume), out, target
-        )
-        if out.exists():
-            break
-    assert kills >= 1
-    if not out.exists():
-        code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--temperature", "1", "--resume"))
-        assert code == 0, err
-    assert out.read_bytes() == full.read_bytes()
-    assert not list(tmp_path.glob("killed.jsonl.*"))
 
 
 # --- a full disk: one line, then --resume on more space gives the uninterrupted bytes ---------------------
