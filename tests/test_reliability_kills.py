@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_reliability import args, write_prompts
+from test_reliability import args, perturbed_copy, write_prompts
 
 SRC = Path(__file__).parents[1] / "src"
 KILL_POINTS = 3  # per command; docs/reliability.md quotes this number
@@ -78,19 +77,6 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_bytes(
 
 
 # --- mipo eval ---------------------------------------------------------------------------------------------
-
-
-def perturbed_copy(model_dir: Path, folder: Path) -> Path:
-    """Another model of the same shape (every weight moved a little), as a baseline whose replies differ."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(model_dir, folder)
-    weights = load_file(folder / "model.safetensors")
-    generator = torch.Generator().manual_seed(1)
-    moved = {name: w + 0.05 * torch.randn(w.shape, generator=generator) for name, w in weights.items()}
-    save_file(moved, folder / "model.safetensors", metadata={"format": "pt"})
-    return folder
 
 
 EVAL_ITEMS, EVAL_SEEDS = 4, "1,2"
