@@ -5,8 +5,10 @@ at random points is in test_reliability_kills.py. docs/reliability.md counts wha
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -284,3 +286,16 @@ def test_a_bad_prompts_file_leaves_no_file_behind(command, tmp_path, tiny_model_
     code, _, err = cli(*args(command, tiny_model_dir, prompts, tmp_path / "out" / "o.jsonl"))
     assert code == 2 and f"{prompts}:2: field 'prompt'" in one_error_line(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+def test_a_train_error_on_the_real_command_line_is_one_line(tmp_path, tiny_model_dir):
+    # In a subprocess: pytest captures warnings, a user's terminal does not (transformers' FutureWarning for
+    # gradient_checkpointing was printed above the error line).
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "Hi", "chosen": "yes", "rejected": "no"}) + "\n", encoding="utf-8")
+    command = [sys.executable, "-m", "mipo", "train", "--model", str(tiny_model_dir), "--pairs", str(pairs)]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*command, "--out", "/proc/mipo-test/run"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "mipo train: error: --out /proc/mipo-test/run: cannot create it (No such file or directory)"
+    ]
