@@ -288,6 +288,12 @@ def _model_inputs(config: Any) -> dict[str, Any]:
     return {"model": weights_identity(config.model)}
 
 
+def _finished_output(command_settings: Any) -> bool:
+    """The command's output is whole: pairs.jsonl, train_summary.json and results.json are written last."""
+    out = Path(command_settings.out)
+    return out.is_file() or (out / "train_summary.json").is_file() or (out / "results.json").is_file()
+
+
 def _prompts_stage(config: RunConfig, run_dir: Path) -> tuple[Stage, Path]:
     """A built-in task's train prompts, or the user's file (its content is part of the key)."""
     from mipo.config import from_dict
@@ -339,7 +345,10 @@ def _command_stage(
         return from_dict(config_class, {**settings, **flags(resume)}, source=source)
 
     def run(folder: Path, resume: bool) -> None:
-        command(command_config(resume))
+        command_settings = command_config(resume)
+        if resume and _finished_output(command_settings):
+            return  # killed after the command finished, before stage.json said so: nothing left to do
+        command(command_settings)
 
     upstream_keys = [s.key for s in upstream] if isinstance(upstream, list) else [upstream.key]
     return Stage(name, folder, settings, upstream_keys, run, inputs(command_config(False)))

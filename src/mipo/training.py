@@ -226,6 +226,9 @@ def trl_settings(config: TrainConfig, objective: Any, work: Path, device: str) -
             "loss_type", losses if len(losses) > 1 else losses[0], loss_field
         )
     settings.update(config.dpo)
+    if "activation_checkpointing" in known and "activation_checkpointing" not in settings:
+        # transformers 5's name; the old one still works but prints a FutureWarning, even above a one-line error
+        settings["activation_checkpointing"] = settings.pop("gradient_checkpointing", None)
     return {k: v for k, v in settings.items() if k in known}
 
 
