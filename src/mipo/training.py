@@ -296,14 +296,16 @@ def start_folder(job: TrainingJob) -> None:
     run_folder.clear_staging(job.folder)
     work = job.folder.work
     try:
-        (work / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MipoError(f"--out {job.config.out}: cannot create it ({e.strerror or e})") from None
-    if not job.folder.checkpoint:
-        write_fingerprint(work / CHECKPOINTS / FINGERPRINT, job.fingerprint)
+    # The marker first: a kill right after it leaves a folder mipo knows as its own (resumable, removable).
     ours = [CHECKPOINTS, "metrics.jsonl", "train_config.json"]
     previous = run_folder.read_marker(work) or {"entries": []}
     run_folder.write_marker(work, job.fingerprint, ours + previous["entries"])
+    (work / CHECKPOINTS).mkdir(exist_ok=True)
+    if not job.folder.checkpoint:
+        write_fingerprint(work / CHECKPOINTS / FINGERPRINT, job.fingerprint)
 
 
 def build_args(job: TrainingJob, run: Any) -> Any:
