@@ -68,6 +68,15 @@ def test_judge_prefs_end_to_end_then_from_the_cache(cli, tiny_model_dir, bigram_
     assert {k: again[k] for k in ("wins", "losses", "ties", "win_rate")} == {
         k: judge[k] for k in ("wins", "losses", "ties", "win_rate")
     }
+    # the report shows the win rate with the judge-check beside it
+    import shutil
+
+    from mipo.report import build_report
+
+    shutil.copytree(out, tmp_path / "run" / "eval" / "judge-prefs")
+    report = build_report(tmp_path / "run").read_text()
+    assert "## LLM judge (judge:prefs)" in report
+    assert summary_line(again) in report and f"judge-check: {check['note']}" in report
 
 
 @pytest.mark.parametrize(

@@ -429,6 +429,23 @@ def _context_effect_rows(effect: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def judge_blocks(run: RunFolder) -> list[Block]:
+    """Each judge task's win rate, and beside it how far to trust the judge (its agreement with the code
+    checkers of ``prefs``): a judge's win rate is never shown alone."""
+    from mipo.judges import summary_line
+    from mipo.tasks.judge import UNCHECKED
+
+    blocks = []
+    for _, _, task, entry in _task_entries(run):
+        if "judge" not in entry and "judge_check" not in entry:
+            continue
+        check = entry.get("judge_check")
+        lines = [summary_line(entry["judge"])] if "judge" in entry else []
+        lines.append(f"judge-check: {check['note'] if check else UNCHECKED}")
+        blocks += [Block("h2", f"LLM judge ({task})"), *(Block("p", line) for line in lines)]
+    return blocks
+
+
 def preference_blocks(run: RunFolder) -> list[Block]:
     """Per task with preference types: a bar chart and a table of each type's rate, base vs MIPO."""
     blocks = []
@@ -601,6 +618,7 @@ SECTIONS: tuple[Callable[[RunFolder], list[Block]], ...] = (
     headline_blocks,
     results_blocks,
     context_effect_blocks,
+    judge_blocks,
     preference_blocks,
     objective_blocks,
     training_blocks,
