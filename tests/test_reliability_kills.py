@@ -106,7 +106,7 @@ def test_eval_sigkill_at_random_points_then_resume_gives_the_uninterrupted_resul
     code, _, err = cli(*eval_args(tiny_model_dir, baseline, whole))
     assert code == 0, err
     out, cache = tmp_path / "killed", str(tmp_path / "cache-killed")
-    total = 2 * 2 * 2 * EVAL_ITEMS
+    total = (2 + 1) * 2 * 2 * EVAL_ITEMS  # 2 tasks (and prefs again without its contexts) x 2 roles x 2 seeds
     targets = sorted(random.Random("kill-eval").sample(range(1, total), KILL_POINTS))
     kills = 0
     for k, target in enumerate(targets):
@@ -122,7 +122,7 @@ def test_eval_sigkill_at_random_points_then_resume_gives_the_uninterrupted_resul
         assert code == 0, err
     assert numbers(out / "results.json") == numbers(whole / "results.json")
     examples = sorted(p.name for p in (whole / "examples").iterdir())
-    assert examples == sorted(p.name for p in (out / "examples").iterdir()) and len(examples) == 4
+    assert examples == sorted(p.name for p in (out / "examples").iterdir()) and len(examples) == 6
     for name in examples:
         assert (out / "examples" / name).read_bytes() == (whole / "examples" / name).read_bytes(), name
     assert not (out / "partial").exists()
