@@ -19,7 +19,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "Run the whole MIPO pipeline on the embedded SmolLM2-135M-Instruct: export personalization prompts, "
         "build pairs with `incomplete` negatives, train a LoRA adapter with DPO, evaluate base vs MIPO "
         "(preference adherence with and without the user's context, the PMI objective against other prompts "
-        "and against the user's context) and write a report. About 10 minutes on 2 CPU cores; rerunning "
+        "and against the user's context) and write a report. About 10-15 minutes on 2 idle CPU cores; rerunning "
         "skips what is finished."
     )
     parser.add_argument("--run-dir", default=None, help="where to write the run (default: runs/demo)")
