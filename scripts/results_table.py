@@ -187,7 +187,8 @@ def context_effect_cell(runs: dict[int, Path]) -> str:
     summary = pooled_context_effect([folder / "eval" / "prefs" for folder in runs.values()], "prefs")
     if summary is None:
         return "not measured"
-    return f"{fmt(summary['context_effect'])}: {summary['verdict'].split(':')[0]}"
+    measured = "" if summary["runs"] == len(runs) else f" ({summary['runs']} of {len(runs)} seeds)"
+    return f"{fmt(summary['context_effect'])}{measured}: {summary['verdict'].split(':')[0]}"
 
 
 def per_preference_table(groups: dict[str, dict[int, Path]]) -> list[str]:
