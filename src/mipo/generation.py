@@ -93,6 +93,21 @@ class GenerationJob:
             problems.append(f"workers must be at least 1, got {self.workers}")
         return problems
 
+    def load_records(self, **fields: Any) -> list[Any]:
+        """The prompt records this job answers (``mipo.prompts.load_prompts`` with the job's field names)."""
+        from mipo.prompts import load_prompts
+
+        return load_prompts(
+            self.prompts,
+            prompt_field=self.prompt_field,
+            context_field=self.context_field,
+            id_field=self.id_field,
+            system_field=self.system_field,
+            split=self.split,
+            limit=self.limit,
+            **fields,
+        )
+
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the rows written: the model's weights, the prompts file's digest and every
         setting except where the rows go and how the run is shown (``mipo.fingerprint``)."""

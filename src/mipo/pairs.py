@@ -138,7 +138,7 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
     rank, world, barrier = _processes()
     job = config.fingerprint()
     _check_output(out, config, job, rank, barrier)
-    records = _load_records(config)
+    records = config.load_records(group_field=config.group_field)
     engine = _load_engine(config)
     plan = _plan(records, config, engine)
     summary = PairsSummary(path=out, dropped={"too long for the model": plan.skipped})
@@ -160,21 +160,6 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
         path.unlink()
     log.debug(summary.line())
     return summary
-
-
-def _load_records(config: PairsConfig) -> list[PromptRecord]:
-    from mipo.prompts import load_prompts
-
-    return load_prompts(
-        config.prompts,
-        prompt_field=config.prompt_field,
-        context_field=config.context_field,
-        id_field=config.id_field,
-        system_field=config.system_field,
-        group_field=config.group_field,
-        split=config.split,
-        limit=config.limit,
-    )
 
 
 def _load_engine(config: PairsConfig):

@@ -90,7 +90,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
 
     stats = stats if stats is not None else GenerationStats()
     check_output_not_input(config.out, prompts=config.prompts)
-    records = _load_records(config)
+    records = config.load_records()
     if config.cad_alpha is not None:
         require_contexts(records, str(config.prompts), config.context_field)
     writer = RowWriter(
@@ -149,20 +149,6 @@ def cad_arguments(cad_alpha: float | None, records, context_mode: str) -> dict:
         return {}
     plain = [to_conversation(r, context_mode=context_mode, with_context=False) for r in records]
     return {"cad_alpha": cad_alpha, "without_context": plain}
-
-
-def _load_records(config: SampleConfig):
-    from mipo.prompts import load_prompts
-
-    return load_prompts(
-        config.prompts,
-        prompt_field=config.prompt_field,
-        context_field=config.context_field,
-        id_field=config.id_field,
-        system_field=config.system_field,
-        split=config.split,
-        limit=config.limit,
-    )
 
 
 def _sample_row(record, conversation, texts: list[str], config: SampleConfig) -> dict:
