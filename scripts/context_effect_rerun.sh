@@ -14,5 +14,6 @@ settings=$(python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["train
 types=start_word,keyword,name,max_words,lowercase,bullet_list,single_paragraph,no_commas
 [ -f "$out/train/model/mipo_run.json" ] || $mipo train --model smollm2-135m --pairs "$src/pairs/pairs.jsonl" \
   --out "$out/train/model" --seed "$seed" $settings --disable_tqdm true
-[ -f "$out/eval/prefs/results.json" ] || $mipo eval --task prefs --model "$out/train/model" --baseline smollm2-135m \
+resume=$([ -d "$out/eval/prefs/partial" ] && echo --resume || true)
+[ -f "$out/eval/prefs/results.json" ] || $mipo eval $resume --task prefs --model "$out/train/model" --baseline smollm2-135m \
   --limit 80 --greedy --max-new-tokens 64 --preference-types "$types" --out "$out/eval/prefs" --no-progress
