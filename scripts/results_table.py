@@ -319,6 +319,69 @@ def sweep_table(groups: dict[str, dict[int, Path]]) -> list[str]:
     return lines
 
 
+SCREEN = [
+    ("screen-cad0.5", "context-aware decoding, A = 0.5 (no training)"),
+    ("screen-cad1", "context-aware decoding, A = 1 (no training)"),
+    ("prefs-incomplete", "incomplete, DPO (the default)"),
+    ("screen-mi4", "incomplete, MI-ranked pairs N = 4, T = 0.7"),
+    ("screen-mi8", "incomplete, MI-ranked pairs N = 8, T = 0.7"),
+    ("screen-mi4-t1", "incomplete, MI-ranked pairs N = 4, T = 1.0"),
+    ("screen-mi8-t1", "incomplete, MI-ranked pairs N = 8, T = 1.0"),
+    ("screen-mi4-negative", "incomplete, MI-ranked N = 4, T = 0.7, rejected = the no-context reply"),
+    ("screen-marginal", "marginal (empty user turn), DPO"),
+    ("screen-other-context-infonce", "other-context, InfoNCE"),
+    ("screen-other-context-sami", "other-context, SAMI"),
+    ("screen-incomplete-infonce", "incomplete, InfoNCE"),
+    ("screen-dpo-nll", "incomplete, DPO + NLL on the chosen replies"),
+    ("screen-rounds2", "incomplete, DPO, 2 iterative rounds"),
+]
+
+
+def _all_train_seconds(folder: Path) -> float:
+    """Training time of every round (``train/``, ``train-r2/``, ...)."""
+    return sum(json.loads(p.read_text()).get("seconds") or 0.0 for p in folder.glob("train*/stage.json"))
+
+
+def screen_table(groups: dict[str, dict[int, Path]], seeds: set[int] | None = None) -> list[str]:
+    """Issue 16's screen (``seeds={0}``) or its confirmation (every seed): each recipe by its context effect
+    first, then adherence, reply length, repetition and training time. Seeds are pooled item by item."""
+    from mipo.context_effect import pooled_context_effect
+
+    lines = [
+        "| recipe | seeds | followed, with context | difference to the prompting baseline [95% CI] |"
+        " followed, without context | generic shift [95% CI] | context effect [95% CI] | p |"
+        " reply words | repeating replies | training minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base_shown = False
+    for group, label in SCREEN:
+        runs = {s: f for s, f in groups.get(group, {}).items() if seeds is None or s in seeds}
+        dirs = [f / "eval" / "prefs" for f in runs.values() if (f / "eval" / "prefs" / "results.json").is_file()]
+        summary = pooled_context_effect(dirs, "prefs") if dirs else None
+        if summary is None or summary["runs"] != len(runs) or (seeds is None and len(runs) < 2):
+            continue
+        repeats = [degenerate_replies(d, "prefs", "model")[1] for d in dirs]
+        words = [reply_words(d, "prefs", "model") for d in dirs]
+        if not base_shown:
+            scores = summary["scores"]
+            lines.append(
+                f"| base model, preferences in the prompt (prompting baseline) | - | "
+                f"{scores['baseline_with']['mean']:.3f} | - | {scores['baseline_without']['mean']:.3f} | - | - | - | "
+                f"{reply_words(dirs[0], 'prefs', 'baseline'):.1f} | "
+                f"{degenerate_replies(dirs[0], 'prefs', 'baseline')[1]} | - |"
+            )
+            base_shown = True
+        minutes = [_all_train_seconds(f) / 60 for f in runs.values()]
+        lines.append(
+            f"| {label} | {','.join(map(str, sorted(runs)))} | {summary['scores']['model_with']['mean']:.3f} | "
+            f"{fmt(summary['gain'])} | {summary['scores']['model_without']['mean']:.3f} | "
+            f"{fmt(summary['generic_shift'])} | **{fmt(summary['context_effect'])}** | "
+            f"{fmt_p(summary['context_effect']['p_value'])} | {np.mean(words):.1f} | "
+            f"{' / '.join(map(str, repeats))} | {np.mean(minutes):.1f} |"
+        )
+    return lines
+
+
 def build(runs_dir: Path) -> str:
     groups = load_runs(runs_dir)
     if not groups:
@@ -335,14 +398,16 @@ def build(runs_dir: Path) -> str:
         "",
     ]
     out += ["## Sweep (incomplete negatives, one setting changed at a time)", "", *sweep_table(groups), ""]
+    out += ["## Personalize more: the screen (seed 0)", "", *screen_table(groups, {0}), ""]
+    out += ["## Personalize more: confirmed (every seed)", "", *screen_table(groups), ""]
     return "\n".join(out)
 
 
 KEPT = [
     "run_config.json",
-    "pairs/pairs.jsonl",
-    "train/stage.json",
-    "train/model/train_summary.json",
+    "train*/stage.json",
+    "pairs*/pairs.jsonl",
+    "train*/model/train_summary.json",
     "eval/*/results.json",
     "eval/*/stage.json",
     "eval/*/examples/*.jsonl",

@@ -185,21 +185,53 @@ def test_degenerate_replies_counts_short_and_repeating_ones(table, tmp_path):
     assert "| base model | - |" in "\n".join(table.sweep_table(table.load_runs(tmp_path)))
 
 
+def _add_no_context_replies(folder: Path, model_scores=None) -> None:
+    """The replies without the users' context that `mipo eval` writes beside the usual ones (all 0 here)."""
+    eval_dir = folder / "eval" / "prefs"
+    for role in ("model", "baseline"):
+        scores = model_scores if role == "model" and model_scores else [0.0] * 4
+        rows = [{"id": f"q{i}", "seed": 0, "score": s} for i, s in enumerate(scores)]
+        (eval_dir / "examples" / f"prefs.{role}.no-context.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows)
+        )
+    results = json.loads((eval_dir / "results.json").read_text())
+    results["tasks"]["prefs"]["context_effect"] = {
+        "examples": {role: f"examples/prefs.{role}.no-context.jsonl" for role in ("model", "baseline")}
+    }
+    (eval_dir / "results.json").write_text(json.dumps(results))
+
+
 def test_the_context_effect_column_pools_the_seeds_no_context_replies(table, tmp_path):
     for seed, lift in ((0, [1.0, 1.0, 0.0, 0.0]), (1, [1.0, 0.0, 1.0, 0.0])):
         folder = tmp_path / f"prefs-incomplete-s{seed}"
         _write_run(folder, lift, [0.0] * 4)
-        eval_dir = folder / "eval" / "prefs"
-        for role in ("model", "baseline"):
-            rows = [{"id": f"q{i}", "seed": 0, "score": 0.0} for i in range(4)]
-            (eval_dir / "examples" / f"prefs.{role}.no-context.jsonl").write_text(
-                "".join(json.dumps(r) + "\n" for r in rows)
-            )
-        results = json.loads((eval_dir / "results.json").read_text())
-        results["tasks"]["prefs"]["context_effect"] = {
-            "examples": {role: f"examples/prefs.{role}.no-context.jsonl" for role in ("model", "baseline")}
-        }
-        (eval_dir / "results.json").write_text(json.dumps(results))
+        _add_no_context_replies(folder)
     cell = table.context_effect_cell(table.load_runs(tmp_path)["prefs-incomplete"])
     # per item over the two seeds: model lift (1, 0.5, 0.5, 0), baseline none -> context effect 0.5
     assert cell.startswith("+0.500 [") and cell.endswith(": gain is personalization")
+
+
+def test_the_screen_ranks_recipes_by_context_effect_and_counts_every_rounds_training(table, tmp_path):
+    # the default at seeds 0 and 1; a two-round recipe at seed 0 whose gain is all generic shift; a run
+    # evaluated before the no-context replies existed (left out: its context effect is unknown)
+    for seed in (0, 1):
+        _write_run(tmp_path / f"prefs-incomplete-s{seed}", [1.0, 1.0, 0.0, 0.0], [0.0] * 4)
+        _add_no_context_replies(tmp_path / f"prefs-incomplete-s{seed}")
+    rounds = tmp_path / "screen-rounds2-s0"
+    _write_run(rounds, [1.0, 1.0, 0.0, 0.0], [0.0] * 4)
+    _add_no_context_replies(rounds, model_scores=[1.0, 1.0, 0.0, 0.0])
+    for stage, seconds in (("train", 120), ("train-r2", 60)):
+        (rounds / stage).mkdir()
+        (rounds / stage / "stage.json").write_text(json.dumps({"seconds": seconds}))
+    _write_run(tmp_path / "screen-mi4-s0", [1.0] * 4, [0.0] * 4)
+    groups = table.load_runs(tmp_path)
+
+    screen = "\n".join(table.screen_table(groups, {0}))
+    default = next(line for line in screen.splitlines() if line.startswith("| incomplete, DPO (the default)"))
+    assert "| 0 | 0.500 | +0.500 [" in default and "**+0.500 [" in default
+    two = next(line for line in screen.splitlines() if "2 iterative rounds" in line)
+    # with context +0.5, without context +0.5 as well: generic shift +0.5, context effect 0; 3 minutes
+    assert "| 0.500 | +0.500 [" in two and "**+0.000 [" in two and two.endswith("| 3.0 |")
+    assert "MI-ranked" not in screen
+    confirmed = "\n".join(table.screen_table(groups))
+    assert "| 0,1 |" in confirmed and "iterative rounds" not in confirmed  # one seed is not a confirmation
