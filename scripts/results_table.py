@@ -356,7 +356,9 @@ def screen_table(groups: dict[str, dict[int, Path]], seeds: set[int] | None = No
     base_shown = False
     for group, label in SCREEN:
         runs = {s: f for s, f in groups.get(group, {}).items() if seeds is None or s in seeds}
-        dirs = [f / "eval" / "prefs" for f in runs.values() if (f / "eval" / "prefs" / "results.json").is_file()]
+        dirs = [
+            f / "eval" / "prefs" for f in runs.values() if (f / "eval" / "prefs" / "results.json").is_file()
+        ]
         summary = pooled_context_effect(dirs, "prefs") if dirs else None
         if summary is None or summary["runs"] != len(runs) or (seeds is None and len(runs) < 2):
             continue
