@@ -358,3 +358,16 @@ def test_a_run_dir_that_cannot_be_made_is_one_line_and_a_bad_setting_writes_noth
     code, _, err = cli("run", demo, f"run_dir={run_dir}", "pairs.strategy=bogus")
     assert code == 2 and "strategy" in err
     assert (run_dir / "run_config.json").read_text() == "the previous run's"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pairs.limit=0", "pairs: limit must be at least 1, got 0 (pairs.limit N)"),
+        ("train.learning_rate=-1", "train.learning_rate must be > 0, got -1.0"),
+    ],
+)
+def test_a_bad_stage_setting_names_the_config_key_not_the_commands_flag(cli, tmp_path, override, message):
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+    code, _, err = cli("run", "--plan", demo, f"run_dir={tmp_path / 'run'}", override)
+    assert code == 2 and err.strip().splitlines() == [f"mipo run: error: {message}"]

@@ -325,6 +325,22 @@ def _prompts_stage(config: RunConfig, run_dir: Path) -> tuple[Stage, Path]:
     return Stage("prompts", run_dir / "prompts", settings, [], run_export), prompts_path
 
 
+def as_config_keys(message: str, config_class: type, section: str) -> str:
+    """A command's error as a `mipo run` user reads it: its flags (``--limit``) named as the config keys
+    that set them (``pairs.limit``), under the config section it came from."""
+    import dataclasses
+    import re
+
+    fields = {f.name for f in dataclasses.fields(config_class)}
+
+    def key(match: re.Match) -> str:
+        name = match.group(1).replace("-", "_")
+        return f"{section}.{name}" if name in fields else match.group(0)
+
+    message = re.sub(r"(?<![\w-])--([A-Za-z][\w-]*)", key, message)
+    return message if message.startswith(f"{section}") else f"{section}: {message}"
+
+
 def _command_stage(
     name: str,
     folder: Path,
@@ -342,7 +358,10 @@ def _command_stage(
     from mipo.config import from_dict
 
     def command_config(resume: bool) -> Any:
-        return from_dict(config_class, {**settings, **flags(resume)}, source=source)
+        try:
+            return from_dict(config_class, {**settings, **flags(resume)}, source=source)
+        except ConfigError as e:
+            raise ConfigError(as_config_keys(str(e), config_class, source)) from None
 
     def run(folder: Path, resume: bool) -> None:
         command_settings = command_config(resume)
