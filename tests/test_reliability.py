@@ -172,9 +172,18 @@ def test_resume_of_a_finished_output_says_it_is_finished(command, tmp_path, tiny
     prompts = write_prompts(tmp_path / "p.jsonl")
     out = tmp_path / "out.jsonl"
     assert cli(*args(command, tiny_model_dir, prompts, out))[0] == 0
+    finished = out.read_bytes()
+    # a kill between the final rename and the clean-up leaves the job's fingerprint (and pairs' response
+    # caches) beside the finished output: they hold nothing the output lacks, and the next call removes them
+    leftovers = [tmp_path / "out.jsonl.fingerprint.json"]
+    leftovers += [tmp_path / "out.jsonl.responses-0.partial"] if command == "pairs" else []
+    for path in leftovers:
+        path.write_text("{}\n")
     code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--resume"))
     line = one_error_line(err)
     assert code == 2 and "is a finished run: there is nothing to resume" in line and "--overwrite" in line
+    assert out.read_bytes() == finished and not any(p.exists() for p in leftovers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "p.jsonl"]
 
 
 def test_csv_without_the_prompt_column_names_the_columns_found(tmp_path, tiny_model_dir, cli):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,14 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise MipoError(f"{path}: file not found") from None
 
 
+def remove_leftovers(out: str | Path, companions: Iterable[Path] = ()) -> None:
+    """Delete what a kill left beside a *finished* ``out``, between its final rename and the clean-up: the
+    job's fingerprint and ``companions`` (e.g. pairs' response caches) only mean something while ``out`` is
+    unfinished, and the rows they hold are all in ``out``."""
+    for path in [fingerprint_path(out), *companions]:
+        path.unlink(missing_ok=True)
+
+
 class RowWriter:
     """Append rows to ``path`` (JSONL, or Parquet at close) with flush-per-row and resume.
 
@@ -141,6 +149,7 @@ class RowWriter:
         self.fingerprint = fingerprint
         self.existing: list[dict[str, Any]] = []
         if self.path.exists() and not overwrite:
+            remove_leftovers(self.path)
             raise OutputExistsError(self.path, resume=resume)
         if resume and self.partial.exists():
             if fingerprint is not None:

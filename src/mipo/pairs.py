@@ -306,11 +306,13 @@ def _check_output(
 ) -> None:
     """Refuse to replace an input or a finished output, to restart over an interrupted run unless asked, or
     to resume another job's run (the fingerprint is written with the partial file, by ``RowWriter``)."""
-    from mipo.files import check_output_not_input, fingerprint_path
+    from mipo.files import check_output_not_input, fingerprint_path, remove_leftovers
     from mipo.fingerprint import check_resume
 
     check_output_not_input(out, prompts=config.prompts)
     if out.exists() and not config.overwrite:
+        if rank == 0:
+            remove_leftovers(out, _cache_paths(out))
         raise OutputExistsError(out, resume=config.resume)
     leftovers = [p for p in [out.with_name(out.name + ".partial")] if p.exists()] + _cache_paths(out)
     if leftovers and not (config.resume or config.overwrite):
