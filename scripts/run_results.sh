@@ -49,7 +49,7 @@ PREFS="prefs-incomplete-s0 prefs-sft-s0 prefs-incomplete-s1 prefs-random-s0 pref
 MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0 gsm8k-drop-sentence-s1 gsm8k-random-s1"
 SCREEN="screen-cad0.5-s0 screen-cad1-s0 screen-mi4-s0 screen-mi8-s0 screen-marginal-s0
         screen-other-context-infonce-s0 screen-other-context-sami-s0 screen-incomplete-infonce-s0
-        screen-dpo-nll-s0 screen-rounds2-s0 screen-mi4-negative-s0"
+        screen-dpo-nll-s0 screen-rounds2-s0 screen-mi8-t1-s0 screen-mi4-negative-s0"
 SWEEP="sweep-lr5e-5-s0 sweep-lr5e-4-s0 sweep-beta0.5-s0 sweep-epochs4-s0 sweep-lr5e-4-s1 sweep-lr5e-4-s2
        sweep-epochs4-s1 sweep-epochs4-s2 sweep-beta0.5-s1 sweep-beta0.5-s2 sweep-lr5e-5-s1 sweep-lr5e-5-s2"
 
