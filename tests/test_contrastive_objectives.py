@@ -57,6 +57,33 @@ def test_reply_log_probs_summed_or_averaged_over_the_reply_tokens_only():
     assert sequence_log_probs(token_logps, mask, "mean").tolist() == [-2.0, -4.0]
 
 
+def test_reply_log_probs_from_the_fused_lm_head_equal_those_of_the_full_logits(tiny_model_dir):
+    # the trainer scores replies through TRL's fused LM head (no (4B, T, vocab) logits in memory)
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from mipo.objectives._contrastive_trainer import ContrastiveTrainer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.randint(0, 1000, (4, 12))
+    completion = torch.zeros_like(ids)
+    completion[:, 7:] = 1
+    completion[1, 10:] = 0  # a shorter reply
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": completion}
+    with torch.no_grad():
+        logps = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), dim=-1)
+        token = logps.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        add_fused_lm_head(model)
+        for reduction in ("sum", "mean"):
+            trainer = SimpleNamespace(args=SimpleNamespace(logprob_reduction=reduction))
+            got = ContrastiveTrainer.pair_log_probs(trainer, model, inputs)
+            expected = sequence_log_probs(token, completion[:, 1:], reduction)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+
+
 def test_metrics_use_the_mi_reward_under_dpos_names():
     metrics = {k: v.item() for k, v in pair_metrics(MATRIX).items()}
     assert metrics["rewards/chosen"] == 2.0  # log π(y+|x) - log π(y+|x') = -10 + 12
