@@ -120,3 +120,16 @@ def test_yaml_aliases_and_the_rest_mapping(tmp_path):
         from_dict(FlagsConfig, {"out": "o", "batch_size": 1, "bs": 2})
     with pytest.raises(ConfigError, match="lib_alpha set both at the top level and under extra"):
         from_dict(FlagsConfig, {"out": "o", "lib_alpha": 1, "extra": {"lib_alpha": 2}})
+
+
+def test_a_yaml_list_for_a_comma_separated_setting_is_joined_not_stringified():
+    # `train: {loss_type: [sigmoid, sft]}` in a `mipo run` config: the same as --loss_type sigmoid,sft
+    # (it used to reach TRL as "['sigmoid'" and "'sft']")
+    from mipo.training import TrainConfig
+
+    config = from_dict(TrainConfig, {"pairs": "p.jsonl", "out": "o", "loss_type": ["sigmoid", "sft"]})
+    assert config.loss_type == "sigmoid,sft"
+    with pytest.raises(ConfigError, match="'loss_type' must be str"):
+        from_dict(TrainConfig, {"pairs": "p.jsonl", "out": "o", "loss_type": {"sigmoid": 1}})
+    with pytest.raises(ConfigError, match="'loss_type' must be str"):
+        from_dict(TrainConfig, {"pairs": "p.jsonl", "out": "o", "loss_type": [["sigmoid"]]})

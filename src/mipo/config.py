@@ -240,6 +240,12 @@ def _coerce(value: Any, kind: type) -> Any:
         raise ValueError(value)
     if kind in (int, float) and isinstance(value, bool):
         raise TypeError(value)
+    if kind is str and isinstance(value, (list, tuple)):  # a YAML list for a comma-separated setting
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            raise TypeError(value)
+        return ",".join(str(v) for v in value)
+    if kind is str and isinstance(value, dict):
+        raise TypeError(value)
     return kind(value)
 
 
