@@ -371,3 +371,25 @@ def test_a_bad_stage_setting_names_the_config_key_not_the_commands_flag(cli, tmp
     demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
     code, _, err = cli("run", "--plan", demo, f"run_dir={tmp_path / 'run'}", override)
     assert code == 2 and err.strip().splitlines() == [f"mipo run: error: {message}"]
+
+
+def test_a_plan_read_by_a_pipe_that_closes_early_ends_without_a_traceback(tmp_path):
+    # `mipo run --plan cfg | head -1`: the reader leaves before mipo writes; exit 141 as a shell's tools do
+    import os
+    import subprocess
+    import sys
+
+    demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before mipo writes a line
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mipo", "run", "--plan", str(demo), f"run_dir={tmp_path / 'run'}"],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    os.close(write)
+    assert done.returncode == 141 and done.stderr == ""

@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import sys
 
 from mipo import __version__
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except MipoError as e:
         print(f"mipo {top.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mipo run --plan cfg | head`: the reader left; no traceback, no second error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRORS:
             raise
