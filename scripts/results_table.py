@@ -71,6 +71,23 @@ def degenerate_replies(eval_dir: Path, task: str, role: str) -> tuple[int, int]:
     return short, repeating
 
 
+def restating_replies(eval_dir: Path, task: str, role: str, chars: int = 40) -> int:
+    """Replies whose first ``chars`` characters are copied from their prompt (the question, or the user's
+    context): a reply that restates the question instead of answering it."""
+    results = json.loads((eval_dir / "results.json").read_text())
+    rows = _rows(eval_dir / results["tasks"][task]["examples"][role])
+
+    def prompt_text(row: dict) -> str:
+        return " ".join(m.get("content", "") for m in row.get("prompt") or [] if isinstance(m, dict))
+
+    return sum(
+        1
+        for row in rows
+        if (row.get("response") or "")[:chars].strip()
+        and (row.get("response") or "")[:chars] in prompt_text(row)
+    )
+
+
 def load_runs(runs_dir: Path) -> dict[str, dict[int, Path]]:
     """``{group: {seed: run folder}}`` for every run folder with at least one finished evaluation."""
     groups: dict[str, dict[int, Path]] = defaultdict(dict)
@@ -350,8 +367,8 @@ def screen_table(groups: dict[str, dict[int, Path]], seeds: set[int] | None = No
     lines = [
         "| recipe | seeds | followed, with context | difference to the prompting baseline [95% CI] |"
         " followed, without context | generic shift [95% CI] | context effect [95% CI] | p |"
-        " reply words | repeating replies | training minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " reply words | repeating replies | replies restating the prompt | training minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base_shown = False
     for group, label in SCREEN:
@@ -363,6 +380,7 @@ def screen_table(groups: dict[str, dict[int, Path]], seeds: set[int] | None = No
         if summary is None or summary["runs"] != len(runs) or (seeds is None and len(runs) < 2):
             continue
         repeats = [degenerate_replies(d, "prefs", "model")[1] for d in dirs]
+        restating = [restating_replies(d, "prefs", "model") for d in dirs]
         words = [reply_words(d, "prefs", "model") for d in dirs]
         if not base_shown:
             scores = summary["scores"]
@@ -370,7 +388,8 @@ def screen_table(groups: dict[str, dict[int, Path]], seeds: set[int] | None = No
                 f"| base model, preferences in the prompt (prompting baseline) | - | "
                 f"{scores['baseline_with']['mean']:.3f} | - | {scores['baseline_without']['mean']:.3f} | - | - | - | "
                 f"{reply_words(dirs[0], 'prefs', 'baseline'):.1f} | "
-                f"{degenerate_replies(dirs[0], 'prefs', 'baseline')[1]} | - |"
+                f"{degenerate_replies(dirs[0], 'prefs', 'baseline')[1]} | "
+                f"{restating_replies(dirs[0], 'prefs', 'baseline')} | - |"
             )
             base_shown = True
         minutes = [_all_train_seconds(f) / 60 for f in runs.values()]
@@ -379,7 +398,7 @@ def screen_table(groups: dict[str, dict[int, Path]], seeds: set[int] | None = No
             f"{fmt(summary['gain'])} | {summary['scores']['model_without']['mean']:.3f} | "
             f"{fmt(summary['generic_shift'])} | **{fmt(summary['context_effect'])}** | "
             f"{fmt_p(summary['context_effect']['p_value'])} | {np.mean(words):.1f} | "
-            f"{' / '.join(map(str, repeats))} | {np.mean(minutes):.1f} |"
+            f"{' / '.join(map(str, repeats))} | {' / '.join(map(str, restating))} | {np.mean(minutes):.1f} |"
         )
     return lines
 

@@ -235,3 +235,23 @@ def test_the_screen_ranks_recipes_by_context_effect_and_counts_every_rounds_trai
     assert "MI-ranked" not in screen
     confirmed = "\n".join(table.screen_table(groups))
     assert "| 0,1 |" in confirmed and "iterative rounds" not in confirmed  # one seed is not a confirmation
+
+
+def test_restating_replies_counts_replies_that_open_with_their_prompts_words(table, tmp_path):
+    folder = tmp_path / "screen-x-s0"
+    _write_run(folder, [0.0, 0.0, 0.0], [0.0] * 3)
+    eval_dir = folder / "eval" / "prefs"
+    question = "Tommy is fundraising for his charity by selling brownies for $3 a slice."
+    replies = [question + " So he raised $98.", "He raised $98 in all, from 43 brownies.", ""]
+    rows = [
+        {
+            "id": f"q{i}",
+            "seed": 0,
+            "score": 0.0,
+            "response": r,
+            "prompt": [{"role": "user", "content": question}],
+        }
+        for i, r in enumerate(replies)
+    ]
+    (eval_dir / "examples" / "prefs.model.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert table.restating_replies(eval_dir, "prefs", "model") == 1
