@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every run behind docs/results.md: `scripts/run_results.sh [prefs|math|sweep|screen|all|RUN ...]`.
+# Every run behind docs/results.md: `scripts/run_results.sh [prefs|math|sweep|screen|alltypes|all|RUN ...]`.
 # Each run is one `mipo run` of a config in configs/results/; rerunning skips finished stages, so the
 # script can be stopped and started again. Two groups can run side by side on 2 cores with MIPO_THREADS=1.
 # Afterwards `python scripts/results_table.py` rebuilds the tables from runs/results/*/.
@@ -41,6 +41,14 @@ for config in configs/results/screen-*.yaml; do
     done
 done
 for alpha in 0.5 1; do CONFIG[screen-cad$alpha-s0]=cad; done
+# its last comparison: the default and the best recipe of the confirmation on every preference type
+for config in configs/results/alltypes-*.yaml; do
+    variant=$(basename "$config" .yaml)
+    for seed in 0 1 2; do
+        CONFIG[$variant-s$seed]=$variant
+        OVERRIDES[$variant-s$seed]="seed=$seed"
+    done
+done
 
 # in order of what the comparison needs first: every method at seed 0 and 1 before seed 2
 PREFS="prefs-incomplete-s0 prefs-sft-s0 prefs-incomplete-s1 prefs-random-s0 prefs-random-s1 prefs-incomplete-s2
@@ -50,6 +58,7 @@ MATH="gsm8k-drop-sentence-s0 gsm8k-random-s0 gsm8k-drop-sentence-s1 gsm8k-random
 SCREEN="screen-cad0.5-s0 screen-cad1-s0 screen-mi4-s0 screen-mi8-s0 screen-marginal-s0
         screen-other-context-infonce-s0 screen-other-context-sami-s0 screen-incomplete-infonce-s0
         screen-dpo-nll-s0 screen-rounds2-s0 screen-mi8-t1-s0 screen-mi4-negative-s0"
+ALLTYPES="alltypes-incomplete-s0 alltypes-rounds2-s0"
 SWEEP="sweep-lr5e-5-s0 sweep-lr5e-4-s0 sweep-beta0.5-s0 sweep-epochs4-s0 sweep-lr5e-4-s1 sweep-lr5e-4-s2
        sweep-epochs4-s1 sweep-epochs4-s2 sweep-beta0.5-s1 sweep-beta0.5-s2 sweep-lr5e-5-s1 sweep-lr5e-5-s2"
 
@@ -79,7 +88,8 @@ for arg in "${@:-all}"; do
         math) names+=($MATH) ;;
         sweep) names+=($SWEEP) ;;
         screen) names+=($SCREEN) ;;
-        all) names+=($PREFS $MATH $SWEEP $SCREEN) ;;
+        alltypes) names+=($ALLTYPES) ;;
+        all) names+=($PREFS $MATH $SWEEP $SCREEN $ALLTYPES) ;;
         *) names+=("$arg") ;;
     esac
 done
