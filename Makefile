@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || (time CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/python -m pip install -q llama-cpp-python==0.3.36) || echo "llama-cpp-python did not build: the llama.cpp run is skipped"
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/generation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/training.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/fused_head.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard src tests bench scripts)

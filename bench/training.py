@@ -13,7 +13,7 @@ sequences' tokens (prompt + response, no padding) per second of wall time, refer
   (c) a hand-written loop: one reference pass (no grad) then, per batch, the policy forward with the LM head
       applied to the response positions only, the DPO loss, backward, AdamW. The ceiling.
 
-Usage: PYTHONPATH=src python bench/training.py [--trl-steps 2]
+Usage: PYTHONPATH=src python bench/training.py [--trl-steps 2] [--order abc|bca|cab|...]
 """
 
 from __future__ import annotations
@@ -191,6 +191,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trl-steps", type=int, default=2, help="steps of 8 pairs for (a), the slow one")
     parser.add_argument("--only", choices=["trl", "mipo", "plain"], help="run one measurement (no ratios)")
+    parser.add_argument(
+        "--order",
+        default="abc",
+        choices=["abc", "acb", "bac", "bca", "cab", "cba"],
+        help="the order of the three runs (load on a shared machine changes over a run: alternate it)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -207,10 +213,16 @@ def main() -> None:
             {"trl": lambda: bench_trl(source, pairs, args.trl_steps, work), "plain": lambda: bench_plain(source, pairs),
              "mipo": lambda: (bench_mipo(pairs, work, "cold"), bench_mipo(pairs, work, "warm"))}[args.only]()  # fmt: skip
             return
-        trl = bench_trl(source, pairs, args.trl_steps, work)
-        mipo_cold = bench_mipo(pairs, work, "cold")
-        mipo_warm = bench_mipo(pairs, work, "warm")
-        plain = bench_plain(source, pairs)
+        rates = {}
+        for which in args.order:  # (b) is the cold run and then the warm one, back to back
+            if which == "a":
+                rates["trl"] = bench_trl(source, pairs, args.trl_steps, work)
+            elif which == "b":
+                rates["mipo_cold"] = bench_mipo(pairs, work, "cold")
+                rates["mipo_warm"] = bench_mipo(pairs, work, "warm")
+            else:
+                rates["plain"] = bench_plain(source, pairs)
+        trl, mipo_cold, mipo_warm, plain = (rates[k] for k in ("trl", "mipo_cold", "mipo_warm", "plain"))
     print(
         f"vs_trl={mipo_cold / trl:.2f} vs_plain={mipo_cold / plain:.2f} "
         f"warm_vs_trl={mipo_warm / trl:.2f} warm_vs_plain={mipo_warm / plain:.2f}"

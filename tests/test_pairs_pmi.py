@@ -23,6 +23,7 @@ def test_pmi_ranked_rows_carry_scores_and_chosen_has_the_highest(tmp_path, tiny_
         strategy="incomplete",
         select="pmi",
         samples=4,
+        rejected="lowest",
         temperature=1.0,
         top_p=1.0,
     )
@@ -59,8 +60,7 @@ def test_rejected_negative_takes_the_negative_prompts_reply(tmp_path, tiny_model
         prompts,
         out,
         strategy="incomplete",
-        select="pmi",
-        rejected="negative",
+        select="pmi",  # --rejected negative: the default
         samples=3,
         temperature=1.0,
         top_p=1.0,
@@ -94,7 +94,7 @@ def test_select_pmi_resumes_and_a_changed_rejected_setting_is_refused(tmp_path, 
 
     prompts = write_prompts(tmp_path / "p.jsonl", n=4)
     out = tmp_path / "pairs.jsonl"
-    settings = dict(strategy="random", select="pmi", samples=2, temperature=1.0, top_p=1.0)
+    settings = dict(strategy="random", select="pmi", samples=2, rejected="lowest", temperature=1.0, top_p=1.0)
     run_pairs(config(tiny_model_dir, prompts, tmp_path / "whole.jsonl", **settings))
     # an interrupted run: the partial file holds the first rows, with the fingerprint of its settings
     first = config(tiny_model_dir, prompts, out, chunk_size=1, **settings)

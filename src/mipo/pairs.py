@@ -57,9 +57,9 @@ class PairsConfig(GenerationJob):
         choices=SELECTIONS,
     )
     rejected: str = option(
-        "lowest",
-        "--select pmi: the rejected reply is the lowest-PMI candidate (lowest) or the negative prompt's "
-        "reply (negative)",
+        "negative",
+        "--select pmi: the rejected reply is the negative prompt's reply (negative) or the lowest-PMI "
+        "candidate (lowest)",
         choices=REJECTED_REPLIES,
     )
 

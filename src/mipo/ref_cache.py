@@ -12,7 +12,7 @@ Why not TRL's own ``precompute_ref_log_probs`` (TRL 1.16)? It computes the same 
 first), and it caches them in the ``datasets`` cache under a hash of every weight of the model, LoRA
 adapter included (freshly initialised, so a new seed misses), or, for a dataset built in memory as mipo's is,
 in a temporary folder deleted at exit: a second run never reuses them. So mipo computes them itself with
-TRL's public ``compute_ref_log_probs`` and keeps them on disk; ``mipo.trl_precompute`` then tells the
+TRL's public ``compute_ref_log_probs`` and keeps them on disk; ``mipo.trl_internals`` then tells the
 trainer they are there.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from mipo.files import atomic_write_json
 from mipo.models import cache_dir
-from mipo.trl_precompute import use_precomputed_reference
+from mipo.trl_internals import use_precomputed_reference
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,7 @@ from mipo.errors import ConfigError, MipoError
 from mipo.files import atomic_write_json
 from mipo.models import DEFAULT_MODEL
 from mipo.run_folder import CHECKPOINTS, FINGERPRINT, SUMMARY
+from mipo.trl_internals import reply_positions_only
 
 log = logging.getLogger(__name__)
 
@@ -438,16 +439,18 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
         start_folder(job)
     state.wait_for_everyone()
     trainer, metrics = build_trainer(job, run, args, callbacks)
-    after = job.objective.after_trainer
-    reference = after(trainer, run) if after else {"precomputed": False}
-    if state.is_main_process:
-        write_train_config(job, trainer, reference)
-    if job.folder.checkpoint:
-        log.info("resuming from %s", job.folder.checkpoint)
-    start = time.perf_counter()
+    with reply_positions_only():  # the reference pass and every step: the LM head on the reply tokens only
+        after = job.objective.after_trainer
+        reference = after(trainer, run) if after else {"precomputed": False}
+        if state.is_main_process:
+            write_train_config(job, trainer, reference)
+        if job.folder.checkpoint:
+            log.info("resuming from %s", job.folder.checkpoint)
+        start = time.perf_counter()
+        with out_of_room(job):
+            trainer.train(resume_from_checkpoint=job.folder.checkpoint)
+            seconds = time.perf_counter() - start
     with out_of_room(job):
-        trainer.train(resume_from_checkpoint=job.folder.checkpoint)
-        seconds = time.perf_counter() - start
         trainer.save_model(str(job.folder.work))
         if state.is_main_process:
             save_outputs(job, trainer, metrics, seconds, reference)
