@@ -205,7 +205,10 @@ def context_effect_cell(runs: dict[int, Path]) -> str:
     if summary is None:
         return "not measured"
     measured = "" if summary["runs"] == len(runs) else f" ({summary['runs']} of {len(runs)} seeds)"
-    return f"{fmt(summary['context_effect'])}{measured}: {summary['verdict'].split(':')[0]}"
+    moved = summary["verdict"].split(":")[0]
+    if "with a generic shift" in summary["verdict"]:  # both moved: say so, not only the first
+        moved += f", with a generic shift of {fmt(summary['generic_shift'])}"
+    return f"{fmt(summary['context_effect'])}{measured}: {moved}"
 
 
 def per_preference_table(groups: dict[str, dict[int, Path]]) -> list[str]:

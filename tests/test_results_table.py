@@ -211,6 +211,19 @@ def test_the_context_effect_column_pools_the_seeds_no_context_replies(table, tmp
     assert cell.startswith("+0.500 [") and cell.endswith(": gain is personalization")
 
 
+def test_the_context_effect_column_names_a_generic_shift_that_moved_too(table, tmp_path):
+    # with context the model follows every preference and the base model none, at both seeds; without it
+    # the model follows all at seed 0 and none at seed 1: per item half generic shift, half context effect
+    for seed, without in ((0, [1.0] * 4), (1, [0.0] * 4)):
+        folder = tmp_path / f"sweep-epochs4-s{seed}"
+        _write_run(folder, [1.0] * 4, [0.0] * 4)
+        _add_no_context_replies(folder, model_scores=without)
+    cell = table.context_effect_cell(table.load_runs(tmp_path)["sweep-epochs4"])
+    assert cell == (
+        "+0.500 [+0.500, +0.500]: gain is personalization, with a generic shift of +0.500 [+0.500, +0.500]"
+    )
+
+
 def test_the_screen_ranks_recipes_by_context_effect_and_counts_every_rounds_training(table, tmp_path):
     # the default at seeds 0 and 1; a two-round recipe at seed 0 whose gain is all generic shift; a run
     # evaluated before the no-context replies existed (left out: its context effect is unknown)
