@@ -31,9 +31,10 @@ for seed in 0 1 2; do
     done
 done
 
-# issue 16's screen (seed 0) and its confirmation (seeds 1, 2): one config each in configs/results/screen-*.yaml;
+# issue 16's screen (seed 0) and its confirmation (seeds 1, 2): one config each in configs/results/screen-*.yaml,
+# and its last comparison, the default and the confirmation's best on every preference type (alltypes-*.yaml);
 # the context-aware decoding rows are evaluations of the base model alone (`cad<A>`)
-for config in configs/results/screen-*.yaml; do
+for config in configs/results/screen-*.yaml configs/results/alltypes-*.yaml; do
     variant=$(basename "$config" .yaml)
     for seed in 0 1 2; do
         CONFIG[$variant-s$seed]=$variant
@@ -41,14 +42,6 @@ for config in configs/results/screen-*.yaml; do
     done
 done
 for alpha in 0.5 1; do CONFIG[screen-cad$alpha-s0]=cad; done
-# its last comparison: the default and the best recipe of the confirmation on every preference type
-for config in configs/results/alltypes-*.yaml; do
-    variant=$(basename "$config" .yaml)
-    for seed in 0 1 2; do
-        CONFIG[$variant-s$seed]=$variant
-        OVERRIDES[$variant-s$seed]="seed=$seed"
-    done
-done
 
 # in order of what the comparison needs first: every method at seed 0 and 1 before seed 2
 PREFS="prefs-incomplete-s0 prefs-sft-s0 prefs-incomplete-s1 prefs-random-s0 prefs-random-s1 prefs-incomplete-s2
