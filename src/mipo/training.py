@@ -97,6 +97,7 @@ class TrainConfig:
     save_steps: int = option(50, "a resumable checkpoint every this many steps", underscore=True)
     merge: bool = option(False, "also write merged full weights to OUT/merged (LoRA)", negatable=False)
     ref_cache: bool = option(True, "cache the reference log-probs on disk and reuse them")
+    share_prompt: bool = option(True, "DPO: score each pair's prompt once, the chosen and the rejected reply attending to one copy (the same log-probs for fewer tokens; sdpa or eager attention)")  # fmt: skip
     device: str | None = option(None, "cpu or cuda", default_text="cuda if available, else cpu")
     overwrite: bool = option(False, "replace a finished or interrupted mipo run in OUT", negatable=False)
     resume: bool = option(

@@ -12,6 +12,11 @@
    the prompt positions cost as much as the reply's for nothing: at 135M with 150 prompt and 48 reply tokens,
    scoring every position makes a training step 1.6x slower (docs/benchmarks.md). The log-probs are the same.
 
+3. One copy of each pair's prompt (``mipo.shared_prompt``) rests on how ``DPOTrainer`` calls the model: every
+   collator key but ``completion_mask`` and the reference columns passed to the forward, labels made of
+   ``input_ids`` and ``completion_mask``, the output's per-token fields summed per row and chunked into
+   chosen and rejected halves; ``tests/test_shared_prompt.py`` checks it against TRL's own rows.
+
 The names are TRL 1.16's; ``tests/test_trl_internals.py`` checks each against the installed TRL.
 """
 

@@ -1,8 +1,9 @@
 """DPO on the pairs as they are (MIPO's objective), with TRL's ``DPOTrainer``.
 
 The reference log-probs are computed once before training and cached on disk (``mipo.ref_cache``) instead
-of a reference forward at every step; the trainer's dataset gets a ``length`` column so that batches can be
-grouped by length (little padding).
+of a reference forward at every step; each pair's prompt is scored once, the two replies attending to one
+copy of it (``mipo.shared_prompt``; ``--no-share-prompt`` for TRL's two rows); the trainer's dataset gets a
+``length`` column so that batches can be grouped by length (little padding).
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ def attach_reference_and_lengths(trainer: Any, run: TrainingRun) -> dict[str, An
 
     from mipo.fingerprint import file_sha256, weights_identity
     from mipo.ref_cache import attach_reference_logps
+    from mipo.shared_prompt import share_prompts
 
     args = trainer.args
+    shared = run.config.share_prompt and not _sharded_launch(run.trl_settings) and share_prompts(trainer)
     reference: dict[str, Any] = {
-        "precomputed": bool(args.precompute_ref_log_probs or run.state["mipo_precompute"])
+        "precomputed": bool(args.precompute_ref_log_probs or run.state["mipo_precompute"]),
+        "shared_prompt": shared,
     }
     if run.state["mipo_precompute"]:
         key_fields = {
@@ -50,14 +54,15 @@ def attach_reference_and_lengths(trainer: Any, run: TrainingRun) -> dict[str, An
             "ld_alpha": args.ld_alpha,
             "dtype": str(run.state["dtype"]),
             "device": torch.device(run.device).type,
+            "shared_prompt": shared,  # the same log-probs, rounded differently
         }
         batch_size = args.precompute_ref_batch_size or 2 * args.per_device_train_batch_size
         reference.update(
             attach_reference_logps(trainer, key_fields, batch_size=batch_size, use_cache=run.config.ref_cache)
         )
     dataset = trainer.train_dataset
-    lengths = [
-        len(p) + max(len(c), len(r))
+    lengths = [  # of the longest row a pair makes: one packed row, or TRL's two
+        len(p) + (len(c) + len(r) + 1 if shared else max(len(c), len(r)))
         for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
     ]
     dataset = dataset.remove_columns(
