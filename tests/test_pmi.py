@@ -152,3 +152,43 @@ def test_context_pmi_refuses_items_without_a_context(cli, tiny_model_dir, tmp_pa
         )
     )
     assert not (tmp_path / "o").exists()  # refused before any model loads or anything is written
+
+
+@pytest.mark.parametrize("attention, per_row", [("sdpa", 1024), ("eager", 1024), ("sdpa", 12)])
+def test_replies_after_one_prompt_share_it_and_score_the_same(
+    tiny_model_dir, monkeypatch, attention, per_row
+):
+    """PMI scores each reply under its own and K other prompts: a prompt is packed once with its replies
+    (``mipo.scoring.pack_replies``), and the log-probs are those of one (prompt, reply) per row."""
+    from mipo import scoring
+    from mipo.models import load_model
+
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu")
+    model.set_attn_implementation(attention)
+    prompts = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "About me: I like cats."}, {"role": "user", "content": "Name a pet."}],
+        [{"role": "user", "content": "Count to three, please, slowly and carefully."}],
+    ]
+    replies = ["Hello there!", "A cat.", "One, two, three.", "Four"]
+    conversations = [p for p in prompts for _ in replies]  # every reply after every prompt
+    responses = replies * len(prompts)
+    monkeypatch.setattr(scoring, "REPLY_TOKENS_PER_ROW", per_row)  # 12: a prompt's replies over several rows
+    rows = scoring.packed_rows(
+        [scoring.encode_response(tokenizer, c, r) for c, r in zip(conversations, responses)]
+    )
+    assert len(rows) == (3 if per_row == 1024 else 6)
+    shared = scoring.sequence_logprobs(model, tokenizer, conversations, responses, batch_size=2)
+    monkeypatch.setattr(scoring, "_prompts_shareable", lambda *a: False)  # one (prompt, reply) per row
+    separate = scoring.sequence_logprobs(model, tokenizer, conversations, responses, batch_size=2)
+    assert shared == pytest.approx(separate, rel=1e-5, abs=1e-4)
+
+
+def test_packed_replies_layout():
+    from mipo.scoring import pack_replies
+
+    ids, positions, branch, starts = pack_replies([1, 2, 3], [[7, 8], [9], [5, 6]])
+    assert ids == [1, 2, 3, 7, 8, 3, 9, 3, 5, 6]
+    assert positions == [0, 1, 2, 3, 4, 2, 3, 2, 3, 4]
+    assert branch == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+    assert starts == [3, 6, 8]

@@ -579,6 +579,7 @@ def _pmi_of_replies(
         [c for c, _ in sequences],
         [y for _, y in sequences],
         batch_size=SCORE_BATCH,
+        share_prompts=False,  # a chunk's scores must not depend on the chunk (--resume gives the same rows)
     )
     return {
         record_id: pmi_from_logprobs(

@@ -47,8 +47,15 @@ def sequence_logprobs(
     batch_size: int = 8,
     progress: bool = False,
     desc: str = "scoring",
+    share_prompts: bool = True,
 ) -> list[float]:
-    """``log π(response_i | conversation_i)`` for each pair: the sum of the response's token log-probs."""
+    """``log π(response_i | conversation_i)`` for each pair: the sum of the response's token log-probs.
+
+    With ``share_prompts`` (and a model that takes a custom attention mask), the replies that follow the same
+    prompt are packed after one copy of it: the same log-probs, rounded differently, for fewer tokens. A
+    reply's rounding then depends on the replies packed with it; ``share_prompts=False`` makes a score
+    independent of the other pairs in the call (``mipo pairs --select pmi``: a resumed run's chunks must give
+    an uninterrupted run's rows)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -58,11 +65,15 @@ def sequence_logprobs(
     for conversation, response in zip(conversations, responses):
         prompt_ids, response_ids = encode_response(tokenizer, conversation, response)
         encoded.append((prompt_ids, response_ids))
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    bar = tqdm(total=len(encoded), desc=desc, unit="seq", disable=not progress)
+    if share_prompts and _prompts_shareable(model, encoded):
+        totals = _shared_prompt_logprobs(model, encoded, pad_id, batch_size, bar)
+        bar.close()
+        return totals
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     totals = [0.0] * len(encoded)
     done_tokens = 0
-    bar = tqdm(total=len(order), desc=desc, unit="seq", disable=not progress)
     for first in range(0, len(order), batch_size):
         idx = order[first : first + batch_size]
         lengths = [len(encoded[i][0]) + len(encoded[i][1]) for i in idx]
@@ -94,3 +105,114 @@ def sequence_logprobs(
         bar.set_postfix(resp_tok=done_tokens)
     bar.close()
     return totals
+
+
+# --- one copy of each prompt ------------------------------------------------------------------------
+
+REPLY_TOKENS_PER_ROW = 1024  # a prompt with more replies than this holds is packed into several rows
+
+
+def _prompts_shareable(model: PreTrainedModel, encoded: list[tuple[list[int], list[int]]]) -> bool:
+    """Replies scored after the same prompt share one copy of it where the model takes a custom mask."""
+    from mipo.shared_prompt import MASKED_ATTENTION
+
+    plain = type(model).__name__ != "PeftModelForCausalLM"  # TRL's fused head goes under PEFT, not over it
+    implementation = getattr(model.config, "_attn_implementation", None)
+    return plain and implementation in MASKED_ATTENTION and all(prompt for prompt, _ in encoded)
+
+
+def packed_rows(encoded: list[tuple[list[int], list[int]]]) -> list[list[int]]:
+    """Indices of the (prompt, reply) pairs grouped by prompt, a group cut at REPLY_TOKENS_PER_ROW."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (prompt, _) in enumerate(encoded):
+        groups.setdefault(tuple(prompt), []).append(i)
+    rows = []
+    for members in groups.values():
+        row: list[int] = []
+        size = 0
+        for i in members:
+            size += len(encoded[i][1]) + 1
+            if row and size > REPLY_TOKENS_PER_ROW:
+                rows.append(row)
+                row, size = [], len(encoded[i][1]) + 1
+            row.append(i)
+        rows.append(row)
+    return rows
+
+
+def pack_replies(
+    prompt: list[int], replies: list[list[int]]
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """One row: the prompt, then each reply (from the second on after a copy of the prompt's last token),
+    as ``mipo.shared_prompt`` packs a DPO pair. Returns ids, positions, branches and each reply's start."""
+    last = len(prompt) - 1
+    ids, positions = list(prompt), list(range(len(prompt)))
+    branch, starts = [0] * last + [1], []
+    for k, reply in enumerate(replies, start=1):
+        if k > 1:  # the copy stands in for the prompt's last token on this reply's branch
+            ids.append(prompt[-1])
+            positions.append(last)
+            branch.append(k)
+        starts.append(len(ids))
+        ids += reply
+        positions += range(last + 1, last + 1 + len(reply))
+        branch += [k] * len(reply)
+    return ids, positions, branch, starts
+
+
+def _shared_prompt_logprobs(model, encoded, pad_id: int, batch_size: int, bar) -> list[float]:
+    """``sequence_logprobs`` with one copy of each prompt per row and the LM head on the reply tokens only
+    (TRL's fused head: it computes no logits for the rest). Longest rows first."""
+    import torch
+
+    from mipo.shared_prompt import attention_mask
+    from mipo.trl_internals import reply_positions_only
+
+    _add_fused_lm_head(model)
+    rows = packed_rows(encoded)
+    packed = [pack_replies(encoded[r[0]][0], [encoded[i][1] for i in r]) for r in rows]
+    order = sorted(range(len(rows)), key=lambda k: -len(packed[k][0]))
+    totals = [0.0] * len(encoded)
+    done_tokens = 0
+    for first in range(0, len(order), batch_size):
+        batch = order[first : first + batch_size]
+        width = max(len(packed[k][0]) for k in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        branch = torch.full((len(batch), width), -1, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for b, k in enumerate(batch):
+            row_ids, row_positions, row_branch, starts = packed[k]
+            ids[b, : len(row_ids)] = torch.tensor(row_ids)
+            positions[b, : len(row_ids)] = torch.tensor(row_positions)
+            branch[b, : len(row_ids)] = torch.tensor(row_branch)
+            for i, start in zip(rows[k], starts):
+                labels[b, start : start + len(encoded[i][1])] = torch.tensor(encoded[i][1])
+        mask = attention_mask(branch, model.config._attn_implementation, model.dtype)
+        with torch.inference_mode(), reply_positions_only():
+            log_probs = model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=positions.to(model.device),
+                labels=labels.to(model.device),
+                fused_lm_head=True,
+            ).log_probs.float()  # (rows, width - 1): position j scores token j + 1
+        for b, k in enumerate(batch):
+            for i, start in zip(rows[k], packed[k][3]):
+                n = len(encoded[i][1])
+                totals[i] = float(log_probs[b, start - 1 : start - 1 + n].sum())
+                done_tokens += n
+            bar.update(len(rows[k]))
+        bar.set_postfix(resp_tok=done_tokens)
+    return totals
+
+
+def _add_fused_lm_head(model) -> None:
+    """TRL's fused LM head on ``model`` (once): ``fused_lm_head=True`` returns the labels' log-probs; any
+    other call (generation) is the model's own forward."""
+    if getattr(model, "_mipo_fused_lm_head", False):
+        return
+    from trl.trainer.utils import add_fused_lm_head
+
+    add_fused_lm_head(model)
+    model._mipo_fused_lm_head = True
