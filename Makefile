@@ -25,7 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# The real OpenAI-compatible server of tests/test_judges_llama_cpp.py, built from source (about 20
+# The real OpenAI-compatible server of tests/evaluation/test_judges_llama_cpp.py, built from source (about 20
 # CPU-minutes) once per venv; where it cannot be built that test is skipped with the reason, and the build
 # is not tried again until the venv is rebuilt (or the stamp deleted).
 LLAMA_CPP_SERVER := llama-cpp-python[server]==0.3.36
@@ -49,6 +49,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard src tests bench scripts)
 	$(BIN)/ruff format --check $(wildcard src tests bench scripts)
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

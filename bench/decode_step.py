@@ -25,8 +25,8 @@ def main() -> None:
     import torch
 
     from generation import make_prompts  # bench/generation.py: the same prompts
-    from mipo.generation import GenerationStats, _decode_batch, encode_conversations, stop_token_ids
-    from mipo.models import load_model
+    from mipo.engine.generation import GenerationStats, _decode_batch, encode_conversations, stop_token_ids
+    from mipo.engine.models import load_model
 
     model, tokenizer = load_model(args.model, device="cpu")
     prompts = encode_conversations(

@@ -25,8 +25,8 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
-    from mipo.models import load_model
-    from mipo.trl_internals import reply_positions_only
+    from mipo.engine.models import load_model
+    from mipo.engine.trl_internals import reply_positions_only
 
     model, _ = load_model("smollm2-135m", device="cpu")
     add_fused_lm_head(model)

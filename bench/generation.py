@@ -58,9 +58,15 @@ def main() -> None:
 
     import torch
 
-    from mipo.generation import GenerationStats, encode_conversations, generate_responses, stop_token_ids
-    from mipo.models import load_model
-    from mipo.pairs import PairsConfig, run_pairs
+    from mipo.engine.generation import (
+        GenerationStats,
+        encode_conversations,
+        generate_responses,
+        stop_token_ids,
+    )
+    from mipo.engine.models import load_model
+    from mipo.pairs.build import run_pairs
+    from mipo.pairs.config import PairsConfig
 
     model, tokenizer = load_model(args.model, device="cpu")
     texts = make_prompts(args.prompts)
@@ -126,7 +132,7 @@ def main() -> None:
             flush=True,
         )
 
-    from mipo.workers import default_workers
+    from mipo.engine.workers import default_workers
 
     workers = default_workers("cpu")
     mipo_engine("one worker (2 threads)", "c1_mipo_one_worker", 1)
@@ -221,7 +227,7 @@ def llamacpp_rate(args, encoded: list[list[int]], stops: set[int], threads: int)
         print("(e) llama.cpp: skipped (llama-cpp-python is not installed: make bench builds it)", flush=True)
         return 0.0
     import llamacpp_peer
-    from mipo.models import BUILTIN_MODELS
+    from mipo.engine.models import BUILTIN_MODELS
 
     path = str(BUILTIN_MODELS["smollm2-135m"].gguf_path())
     tokens, seconds = llamacpp_peer.generate(

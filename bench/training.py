@@ -73,8 +73,8 @@ def bench_trl(source: str, pairs_path: Path, steps: int, work: Path) -> float:
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from mipo.models import load_tokenizer
-    from mipo.pairs_file import read_pairs
+    from mipo.engine.models import load_tokenizer
+    from mipo.formats.pairs_file import read_pairs
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = load_tokenizer(source)
@@ -99,7 +99,8 @@ def bench_trl(source: str, pairs_path: Path, steps: int, work: Path) -> float:
 
 
 def bench_mipo(pairs_path: Path, work: Path, label: str) -> float:
-    from mipo.training import TrainConfig, train
+    from mipo.training.config import TrainConfig
+    from mipo.training.trainer import train
 
     start = time.perf_counter()
     out = train(TrainConfig(model="smollm2-135m", pairs=str(pairs_path), out=str(work / f"mipo-{label}")))
@@ -135,8 +136,8 @@ def bench_plain(source: str, pairs_path: Path, batch_size: int = 8, beta: float 
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from mipo.models import load_tokenizer
-    from mipo.pairs_file import read_pairs
+    from mipo.engine.models import load_tokenizer
+    from mipo.formats.pairs_file import read_pairs
 
     tokenizer = load_tokenizer(source)
     torch.manual_seed(0)
@@ -200,13 +201,13 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    import mipo.ref_cache
-    from mipo.models import load_tokenizer, resolve_model
+    import mipo.training.ref_cache
+    from mipo.engine.models import load_tokenizer, resolve_model
 
     source = resolve_model("smollm2-135m")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        mipo.ref_cache.cache_dir = lambda: work / "cache"  # a cold reference cache for this run
+        mipo.training.ref_cache.cache_dir = lambda: work / "cache"  # a cold reference cache for this run
         pairs = make_pairs(load_tokenizer(source), work / "pairs.jsonl")
         print(f"SmolLM2-135M, 32 GSM8K pairs, {torch.get_num_threads()} threads, LoRA r=16, batch 8, fp32")
         if args.only:

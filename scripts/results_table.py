@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mipo.results_format import format_ci, format_p
-from mipo.stats import mean_ci, paired_difference
+from mipo.core.stats import mean_ci, paired_difference
+from mipo.formats.results import format_ci, format_p
 
 RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
 PREFS_METHODS = [
@@ -197,9 +197,9 @@ def prefs_table(groups: dict[str, dict[int, Path]]) -> list[str]:
 
 
 def context_effect_cell(runs: dict[int, Path]) -> str:
-    """The recipe's context effect pooled over its seeds, and which part moved (``mipo.context_effect``);
+    """The recipe's context effect pooled over its seeds, and which part moved (``mipo.evaluation.context_effect``);
     ``not measured`` for runs whose evaluation predates the no-context replies."""
-    from mipo.context_effect import pooled_context_effect
+    from mipo.evaluation.context_effect import pooled_context_effect
 
     summary = pooled_context_effect([folder / "eval" / "prefs" for folder in runs.values()], "prefs")
     if summary is None:
@@ -372,7 +372,7 @@ def screen_table(
 ) -> list[str]:
     """Issue 16's screen (``seeds={0}``) or its confirmation (every seed): each recipe by its context effect
     first, then adherence, reply length, repetition and training time. Seeds are pooled item by item."""
-    from mipo.context_effect import pooled_context_effect
+    from mipo.evaluation.context_effect import pooled_context_effect
 
     lines = [
         "| recipe | seeds | followed, with context | difference to the prompting baseline [95% CI] |"

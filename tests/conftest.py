@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
-    from mipo.models import load_tokenizer
+    from mipo.engine.models import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
 

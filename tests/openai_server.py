@@ -18,8 +18,8 @@ from typing import Any
 
 class ChatServer:
     def __init__(self, model_dir: str | Path, *, served_name: str = "judge", api_key: str | None = None):
-        from mipo.generation import stop_token_ids
-        from mipo.models import load_model
+        from mipo.engine.generation import stop_token_ids
+        from mipo.engine.models import load_model
 
         self.model, self.tokenizer = load_model(str(model_dir), device="cpu")
         self.stops = set(stop_token_ids(self.model, self.tokenizer))

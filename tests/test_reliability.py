@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mipo.files import RowWriter
+from mipo.core.files import RowWriter
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -87,6 +87,51 @@ def test_resume_of_another_job_is_refused_naming_what_differs(
     assert code == 0 and not partial.exists() and not list(tmp_path.glob("out.jsonl.*"))
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == [f"q{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("command", ["pairs", "sample"])
+def test_resume_under_other_workers_or_threads_is_refused_naming_them(
+    command, tmp_path, tiny_model_dir, cli, monkeypatch
+):
+    """Other decode workers or torch threads can round a near-tied logit the other way: a resume under them
+    would mix two runs' replies, so it is refused, naming the setting (docs/reliability.md)."""
+    import torch
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "out.jsonl"
+    interrupt_after_rows(monkeypatch, 2)
+    assert cli(*args(command, tiny_model_dir, prompts, out, "--workers", "2"))[0] == 130
+    monkeypatch.undo()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("out.jsonl.*")}
+    code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--workers", "1", "--resume"))
+    line = one_error_line(err)
+    assert code == 2 and "environment.workers: 2 -> 1" in line, line
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)  # one worker decodes in this process, on its threads
+        code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--workers", "2", "--resume"))
+        assert code == 0, err  # two workers decode on one thread each, whatever this process has
+        assert {p.name: p.read_bytes() for p in tmp_path.glob("out.jsonl.*")} != before
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_resume_under_other_threads_is_refused_with_one_worker(tmp_path, tiny_model_dir, cli, monkeypatch):
+    import torch
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "out.jsonl"
+    interrupt_after_rows(monkeypatch, 2)
+    assert cli(*args("sample", tiny_model_dir, prompts, out, "--workers", "1"))[0] == 130
+    monkeypatch.undo()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        code, _, err = cli(*args("sample", tiny_model_dir, prompts, out, "--workers", "1", "--resume"))
+    finally:
+        torch.set_num_threads(threads)
+    line = one_error_line(err)
+    assert code == 2 and f"environment.torch_threads: {threads} -> {threads + 1}" in line, line
 
 
 @pytest.mark.parametrize("command", ["pairs", "sample"])
@@ -261,8 +306,8 @@ def test_eval_output_that_cannot_be_made_is_one_line(tmp_path, tiny_model_dir, c
 
 
 def test_a_byte_order_mark_is_dropped_from_pairs_items_and_run_configs(tmp_path):
-    from mipo.pairs_file import read_pairs
-    from mipo.pipeline import load_run_config
+    from mipo.formats.pairs_file import read_pairs
+    from mipo.run.config import load_run_config
     from mipo.tasks import load_task
 
     bom = "\ufeff"

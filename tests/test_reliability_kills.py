@@ -23,9 +23,24 @@ SRC = Path(__file__).parents[1] / "src"
 KILL_POINTS = 3  # per command; docs/reliability.md quotes this number
 
 
+def same_environment(**env: str) -> dict[str, str]:
+    """Every run of a comparison, killed or not, gets one thread: a float sum split over another number of
+    threads rounds otherwise, and near-tied logits of the tiny random model then pick other tokens on some
+    CPUs (AVX-512 EPYC). A resume under another thread count is refused (docs/reliability.md)."""
+    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env}
+
+
+def run_to_end(argv: list, **env: str) -> None:
+    """Run ``mipo ARGV`` in a subprocess with the killed runs' environment, to the end."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mipo", *map(str, argv)], env=same_environment(**env), capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+
+
 def run_killed_at(argv: list, progress: Callable[[], int], target: int, **env: str) -> bool:
     """Run ``mipo ARGV`` and SIGKILL it once ``progress()`` reaches ``target``; False if it finished first."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env}
+    env = same_environment(**env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mipo", *map(str, argv)],
         env=env,
@@ -57,7 +72,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_bytes(
     n = 16
     prompts = write_prompts(tmp_path / "p.jsonl", n=n)
     full = tmp_path / "full.jsonl"
-    assert cli(*args(command, tiny_model_dir, prompts, full, "--temperature", "1"))[0] == 0
+    run_to_end(args(command, tiny_model_dir, prompts, full, "--temperature", "1"))
     out = tmp_path / "killed.jsonl"
     # pairs flush a cached response and a row per prompt, sample a row: kill somewhere inside that.
     targets = sorted(random.Random(f"kill-{command}").sample(range(1, units * n), KILL_POINTS))
@@ -70,8 +85,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_bytes(
             break
     assert kills >= 1
     if not out.exists():
-        code, _, err = cli(*args(command, tiny_model_dir, prompts, out, "--temperature", "1", "--resume"))
-        assert code == 0, err
+        run_to_end(args(command, tiny_model_dir, prompts, out, "--temperature", "1", "--resume"))
     assert out.read_bytes() == full.read_bytes()
     assert not list(tmp_path.glob("killed.jsonl.*"))
 
@@ -102,9 +116,8 @@ def test_eval_sigkill_at_random_points_then_resume_gives_the_uninterrupted_resul
 ):
     baseline = perturbed_copy(tiny_model_dir, tmp_path / "baseline")
     whole = tmp_path / "whole"
-    monkeypatch.setenv("MIPO_CACHE", str(tmp_path / "cache-whole"))  # each run computes its own baseline
-    code, _, err = cli(*eval_args(tiny_model_dir, baseline, whole))
-    assert code == 0, err
+    # each run computes its own baseline
+    run_to_end(eval_args(tiny_model_dir, baseline, whole), MIPO_CACHE=str(tmp_path / "cache-whole"))
     out, cache = tmp_path / "killed", str(tmp_path / "cache-killed")
     total = (2 + 1) * 2 * 2 * EVAL_ITEMS  # 2 tasks (and prefs again without its contexts) x 2 roles x 2 seeds
     targets = sorted(random.Random("kill-eval").sample(range(1, total), KILL_POINTS))
@@ -116,10 +129,8 @@ def test_eval_sigkill_at_random_points_then_resume_gives_the_uninterrupted_resul
         if (out / "results.json").exists():
             break
     assert kills >= 1
-    monkeypatch.setenv("MIPO_CACHE", cache)
     if not (out / "results.json").exists():
-        code, _, err = cli(*eval_args(tiny_model_dir, baseline, out, "--resume"))
-        assert code == 0, err
+        run_to_end(eval_args(tiny_model_dir, baseline, out, "--resume"), MIPO_CACHE=cache)
     assert numbers(out / "results.json") == numbers(whole / "results.json")
     examples = sorted(p.name for p in (whole / "examples").iterdir())
     assert examples == sorted(p.name for p in (out / "examples").iterdir()) and len(examples) == 6
@@ -158,11 +169,9 @@ def test_run_sigkill_in_pairs_and_in_train_then_rerun_gives_the_uninterrupted_re
 ):
     config = tmp_path / "run.yaml"
     config.write_text(RUN_CONFIG.format(model=tiny_model_dir))
-    monkeypatch.setenv("MIPO_CACHE", str(tmp_path / "cache-whole"))
     # not siblings: mipo run would copy the finished stages of a sibling run folder instead of running them
     whole, run_dir = tmp_path / "a" / "whole", tmp_path / "b" / "killed"
-    code, _, err = cli("run", config, f"run_dir={whole}")
-    assert code == 0, err
+    run_to_end(["run", config, f"run_dir={whole}"], MIPO_CACHE=str(tmp_path / "cache-whole"))
     cache = str(tmp_path / "cache-killed")
     draw = random.Random("kill-run")
     targets = sorted(draw.sample(range(1, PAIRS_UNITS), 2)) + [PAIRS_UNITS + draw.randrange(1, 3)]
@@ -171,9 +180,7 @@ def test_run_sigkill_in_pairs_and_in_train_then_rerun_gives_the_uninterrupted_re
         assert run_killed_at(argv, lambda: run_progress(run_dir), target, MIPO_CACHE=cache)
         state = json.loads((run_dir / stage / "stage.json").read_text())
         assert state["finished"] is False  # the kill landed inside this stage
-    monkeypatch.setenv("MIPO_CACHE", cache)
-    code, _, err = cli("run", config, f"run_dir={run_dir}")
-    assert code == 0, err
+    run_to_end(["run", config, f"run_dir={run_dir}"], MIPO_CACHE=cache)
     for artifact in ("prompts/prompts.jsonl", "pairs/pairs.jsonl", "eval/prefs/examples/prefs.model.jsonl"):
         assert (run_dir / artifact).read_bytes() == (whole / artifact).read_bytes(), artifact
     losses = [

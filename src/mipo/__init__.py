@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 # Public names, imported on first use so that ``import mipo`` stays light.
 _LAZY = {
-    "load_model": "mipo.models",
+    "load_model": "mipo.engine.models",
     "build_pairs": "mipo.pairs",
     "PairsConfig": "mipo.pairs",
     "sample": "mipo.sampling",

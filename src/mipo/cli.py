@@ -14,7 +14,7 @@ import os
 import sys
 
 from mipo import __version__
-from mipo.errors import MipoError
+from mipo.core.errors import MipoError
 
 # What the machine, not mipo, refuses: a full disk, a read-only or missing place, no permission.
 ENVIRONMENT_ERRORS = {
@@ -32,28 +32,31 @@ ENVIRONMENT_ERRORS = {
 # name -> (module, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "pairs": (
-        "mipo.pairs",
+        "mipo.pairs.build",
         "MIPO preference pairs (chosen: response to x; rejected: response to x') from prompts",
     ),
-    "sample": ("mipo.sampling", "sample the model's responses to a prompt set, one row per prompt"),
-    "train": ("mipo.training", "DPO (or SFT) on a pairs file with TRL: LoRA or full, one CPU to many GPUs"),
+    "sample": ("mipo.sampling.replies", "sample the model's responses to a prompt set, one row per prompt"),
+    "train": (
+        "mipo.training.command",
+        "DPO (or SFT) on a pairs file with TRL: LoRA or full, one CPU to many GPUs",
+    ),
     "eval": (
-        "mipo.evaluation",
+        "mipo.evaluation.command",
         "score a model (and a baseline, paired) on prefs, gsm8k, arc, mmlu, pmi or your file",
     ),
     "pmi": (
-        "mipo.pmi_command",
+        "mipo.evaluation.pmi_command",
         "measure the objective: pointwise mutual information of responses with their prompts",
     ),
     "run": (
-        "mipo.pipeline",
+        "mipo.run.pipeline",
         "all stages from a YAML config (prompts, pairs, train, eval, report), resumable",
     ),
     "demo": (
         "mipo.demo",
         "the whole pipeline on the embedded SmolLM2-135M, offline, on the CPU, with a report",
     ),
-    "models": ("mipo.model_list", "list the built-in models and whether each is installed and cached"),
+    "models": ("mipo.engine.model_list", "list the built-in models and whether each is installed and cached"),
 }
 
 
@@ -65,11 +68,45 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'mipo COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"mipo {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages, and the libraries' info too"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+# The libraries that log to the console. By default it holds mipo's lines and progress bars, and only the
+# libraries' warnings and errors; --verbose adds their info (and mipo's debug lines).
+LIBRARY_LOGGERS = (
+    "transformers", "datasets", "huggingface_hub", "peft", "trl", "accelerate",
+    "httpx", "urllib3", "filelock",
+)  # fmt: skip
+# The Hugging Face libraries set their loggers' level from these variables at import (unset: WARNING).
+LIBRARY_VERBOSITY = ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY")
+
+
+def configure_logging(*, verbose: bool) -> None:
+    """mipo's lines on stderr at INFO (DEBUG with --verbose); the libraries' at WARNING (INFO with --verbose).
+
+    Only the libraries' top loggers are set. transformers 5 runs its tensor-parallel plan check (and prints
+    "The following layers were not sharded: ..." at every load, though nothing is sharded) when the level of
+    the ``transformers.modeling_utils`` logger itself is WARNING or above
+    (``PreTrainedModel._load_pretrained_model``), so that logger is left unset: it takes the level of
+    ``transformers``.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if verbose:
+        for variable in LIBRARY_VERBOSITY:  # a library imported later; a user's own setting stays
+            os.environ.setdefault(variable, "info")
+    # A library imported already (mipo called in-process), or one that reads no variable:
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,13 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv else 2
     module_name, help_text = COMMANDS[top.command]
-    logging.basicConfig(
-        level=logging.DEBUG if top.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers.modeling_utils"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(verbose=top.verbose)
     try:
         module = importlib.import_module(module_name)
         sub = argparse.ArgumentParser(prog=f"mipo {top.command}", description=help_text)

@@ -33,7 +33,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mipo.pipeline import load_run_config, run_pipeline
+    from mipo.run.config import load_run_config
+    from mipo.run.pipeline import run_pipeline
 
     if args.show_config:
         print(DEMO_CONFIG.read_text(encoding="utf-8"))
@@ -53,7 +54,7 @@ def summary_table(run_dir: Path) -> str:
     """The before/after table (base model, preferences in its prompt, vs MIPO, with the paired difference:
     prefs, topic PMI, context PMI), then the context effect: with vs without the user's context, and the
     verdict on whether the gain is personalization or a generic shift."""
-    from mipo.results_format import comparison_table, context_effect_summary, load_evaluations
+    from mipo.formats.results import comparison_table, context_effect_summary, load_evaluations
 
     evaluations = [results for _, results in load_evaluations(run_dir).values()]
     return "\n".join([comparison_table(evaluations), *context_effect_summary(evaluations)])

@@ -3,7 +3,7 @@
 - ``prefs``: personalization with verifiable preferences (``mipo.tasks.prefs``)
 - ``gsm8k``: math word problems, exact final number (``mipo.tasks.gsm8k``)
 - ``arc-easy``, ``arc-challenge``, ``mmlu``: multiple choice (``mipo.tasks.multiple_choice``)
-- ``pmi``: the MIPO objective on held-out prompts (``mipo.tasks.pmi``; scored in ``mipo.pmi``)
+- ``pmi``: the MIPO objective on held-out prompts (``mipo.tasks.pmi``; scored in ``mipo.engine.pmi``)
 - ``file:PATH``: the user's own math or multiple-choice items (``mipo.tasks.user_file``)
 
 Each registers itself in ``TASKS`` (``mipo.tasks.base``); ``load_task(name)`` looks names up there.

@@ -17,9 +17,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mipo.errors import ConfigError
-from mipo.prompts import CONTEXT_MODES, PromptRecord, to_conversation
-from mipo.registry import Registry
+from mipo.core.errors import ConfigError
+from mipo.core.registry import Registry
+from mipo.prompts.records import CONTEXT_MODES, PromptRecord, to_conversation
 
 if TYPE_CHECKING:
     from mipo.tasks.export import PromptExportConfig
@@ -165,7 +165,7 @@ def build_messages(
     prompt: str, context: str | None = None, system: str | None = None, *, context_mode: str = "system"
 ) -> list[dict[str, str]]:
     """Chat messages for a prompt, built exactly as ``mipo pairs`` builds them for training
-    (``mipo.prompts.to_conversation``): the context as a system message, or before the question (``prefix``).
+    (``mipo.prompts.records.to_conversation``): the context as a system message, or before the question (``prefix``).
     """
     record = PromptRecord(id="", prompt=prompt, context=context.strip() if context else None, system=system)
     return to_conversation(record, context_mode=context_mode)

@@ -7,12 +7,11 @@ A task offers train prompts by registering ``train_prompts`` (see ``mipo.tasks.b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mipo.config import option, require
+from mipo.core.config import option, require
+from mipo.prompts.records import write_records
 from mipo.tasks.base import TASKS
 
 
@@ -53,13 +52,6 @@ class PromptExportConfig:
         if unknown:
             problems.append(f"preference_types: unknown {', '.join(unknown)}")
         require(problems)
-
-
-def write_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
-    """Prompt records as JSONL, written atomically."""
-    from mipo.files import atomic_write_text
-
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def export_prompts(config: PromptExportConfig) -> Path:

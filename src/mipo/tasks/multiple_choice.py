@@ -19,7 +19,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from mipo.errors import MipoError
+from mipo.core.errors import MipoError
 from mipo.tasks.base import Item, Task, package_file, register_task
 
 LETTERS = string.ascii_uppercase

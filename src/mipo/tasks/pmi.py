@@ -2,7 +2,7 @@
 
 The prompts are a prompt-records or pairs file (``--prompts``), or the test items of another task named
 there (``prefs`` when none is given; a file of that name wins over the task). The scoring itself is in
-``mipo.pmi``; this module only supplies the items.
+``mipo.engine.pmi``; this module only supplies the items.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ KNOWN_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 def items_from_file(path: str | Path) -> list[Item]:
     """Prompt records ``{id?, prompt, context?, system?}`` or pairs rows (``prompt`` as chat messages, with
-    ``chosen``/``rejected``, which land in ``meta``), read by ``mipo.prompts.load_prompts`` (ids: the ``id``
+    ``chosen``/``rejected``, which land in ``meta``), read by ``mipo.prompts.records.load_prompts`` (ids: the ``id``
     field, else the line number)."""
-    from mipo.prompts import load_prompts
+    from mipo.prompts.records import load_prompts
 
     path = Path(path)
     if path.is_file() and path.suffix.lower() not in KNOWN_SUFFIXES:
@@ -31,8 +31,8 @@ def _load_as_jsonl(path: Path):
     ``load_prompts`` tells formats by suffix, so it reads the file through a ``.jsonl`` link."""
     import tempfile
 
-    from mipo.errors import MipoError
-    from mipo.prompts import load_prompts
+    from mipo.core.errors import MipoError
+    from mipo.prompts.records import load_prompts
 
     with tempfile.TemporaryDirectory() as folder:
         link = Path(folder) / (path.name + ".jsonl")
@@ -64,7 +64,7 @@ PMI_AGAINST = ("prompts", "context")  # what a reply's likelihood is compared wi
 
 def require_contexts(task: Task) -> Task:
     """``--against context`` scores ``log π(y|x,c) − log π(y|x)``: every item needs its user context ``c``."""
-    from mipo.errors import ConfigError
+    from mipo.core.errors import ConfigError
 
     missing = [item for item in task.items if not item.context]
     if missing:

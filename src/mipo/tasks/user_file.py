@@ -6,7 +6,7 @@
 
 The kind is detected from the first record's fields (``choices`` present: multiple choice); every record
 must then be of that kind. ``id``, ``context`` (the user's stated context) and ``system`` are optional.
-Records are read by ``mipo.prompts.load_prompts`` (``question`` is the prompt field), so ids follow its
+Records are read by ``mipo.prompts.records.load_prompts`` (``question`` is the prompt field), so ids follow its
 rule: the ``id`` field, else the line number.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mipo.errors import InputError
-from mipo.prompts import PromptRecord, load_prompts
+from mipo.core.errors import InputError
+from mipo.prompts.records import PromptRecord, load_prompts
 from mipo.tasks import gsm8k, multiple_choice
 from mipo.tasks.base import Item, Task, TaskOptions, register_task
 

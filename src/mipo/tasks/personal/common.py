@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mipo.errors import ConfigError, MipoError
-from mipo.prompts import PROMPT_SOURCES
+from mipo.core.errors import ConfigError, MipoError
+from mipo.prompts.records import PROMPT_SOURCES
 from mipo.tasks.base import Item, Task, TaskOptions, register_task, stable_unit
 
 TEST_SHARE = 0.5  # share of users held out for evaluation (as prefs holds out questions)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mipo.errors import ConfigError, MipoError
+from mipo.core.errors import ConfigError, MipoError
 
 Checker = Callable[..., bool]
 

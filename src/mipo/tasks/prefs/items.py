@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from mipo.errors import MipoError
+from mipo.core.errors import MipoError
 from mipo.tasks import gsm8k
 from mipo.tasks.base import Item, Task, TaskOptions, package_file, register_task, stable_unit
 from mipo.tasks.prefs.checkers import context_text, draw_profile, follows
@@ -102,7 +102,7 @@ def export_train_prompts(
     types: list[str] | None = None,
 ) -> Path:
     """Write the train prompt records as JSONL (atomically) and return the path."""
-    from mipo.tasks.export import write_records
+    from mipo.prompts.records import write_records
 
     records = train_records(
         n_questions=n_questions,

@@ -1,0 +1,32 @@
+"""``hf``: a ``transformers`` model with mipo's own decode loop (``mipo.engine.generation``), on the CPU or a GPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mipo.engine.backends import BACKENDS
+
+
+@dataclass
+class HFEngine:
+    model: Any  # a transformers PreTrainedModel, in eval mode
+    tokenizer: Any
+
+    @property
+    def context_length(self) -> int | None:
+        config = self.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return getattr(text_config, "max_position_embeddings", None)
+
+    def generate(self, conversations, **sampling) -> list[list[str]]:
+        from mipo.engine import generation
+
+        return generation.generate_responses(self.model, self.tokenizer, conversations, **sampling)
+
+
+@BACKENDS.register("hf")
+def load(model: str, *, device: str | None = None, seed: int = 0) -> HFEngine:
+    from mipo.engine.models import load_model
+
+    return HFEngine(*load_model(model, device=device))

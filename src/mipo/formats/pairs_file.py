@@ -1,0 +1,113 @@
+"""Read a preference-pairs file (JSONL or Parquet) into the rows TRL's trainers take.
+
+Accepted: TRL's conversational format with an explicit prompt (``prompt`` a list of messages, ``chosen`` and
+``rejected`` lists of assistant messages), as ``mipo pairs`` writes it, and TRL's standard format (three
+strings). Other fields (id, strategy, negative_prompt, ...) are ignored, except those asked for with
+``keep`` (the contrastive objectives read ``negative_prompt``). Every bad row is an ``InputError``
+naming the file, the line (JSONL) or row (Parquet), and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from mipo.core.errors import InputError, MipoError
+from mipo.core.files import read_jsonl
+
+FIELDS = ("prompt", "chosen", "rejected")
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise InputError(path, f"not a readable Parquet file: {e}") from None
+        yield from enumerate(table.to_pylist(), start=1)
+    else:
+        yield from read_jsonl(path)
+
+
+def _messages(value: Any, path: Path, line: int, field: str) -> list[dict[str, str]]:
+    if not value or not all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        raise InputError(
+            path, "expected a non-empty list of {role, content} messages", line=line, field=field
+        )
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+
+
+def read_pairs(path: str | Path, *, keep: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Return ``[{prompt, chosen, rejected}]``, all rows in one format (conversational or standard).
+
+    ``keep``: prompt-like fields (``negative_prompt``) every row must also have, in the prompt's format;
+    they are kept in the returned rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MipoError(f"{path}: pairs file not found")
+    pairs: list[dict[str, Any]] = []
+    conversational: bool | None = None
+    for line, row in _rows(path):
+        for field in FIELDS:
+            if field not in row or row[field] is None:
+                raise InputError(
+                    path, "missing (a pair needs prompt, chosen and rejected)", line=line, field=field
+                )
+        is_chat = isinstance(row["prompt"], list)
+        if conversational is None:
+            conversational = is_chat
+        pair = {}
+        for field in FIELDS:
+            value = row[field]
+            if conversational:
+                if not isinstance(value, list):
+                    raise InputError(
+                        path,
+                        f"expected a list of messages like the rows above, got {type(value).__name__}",
+                        line=line,
+                        field=field,
+                    )
+                pair[field] = _messages(value, path, line, field)
+            else:
+                if not isinstance(value, str):
+                    raise InputError(
+                        path,
+                        f"expected a string like the rows above, got {type(value).__name__}",
+                        line=line,
+                        field=field,
+                    )
+                if not value.strip() and field != "prompt":
+                    raise InputError(path, "empty response", line=line, field=field)
+                pair[field] = value
+        if conversational and any(m["role"] != "assistant" for m in pair["chosen"] + pair["rejected"]):
+            raise InputError(
+                path, "chosen and rejected must be assistant messages", line=line, field="chosen"
+            )
+        for field in keep:
+            pair[field] = _prompt_like(row.get(field), path, line, field, conversational=bool(conversational))
+        pairs.append(pair)
+    if not pairs:
+        raise InputError(path, "no pairs: the file is empty")
+    return pairs
+
+
+def _prompt_like(value: Any, path: Path, line: int, field: str, *, conversational: bool) -> Any:
+    """A field that holds a prompt (``negative_prompt``), in the format of the row's prompt."""
+    if value is None:
+        raise InputError(
+            path,
+            "missing (this objective needs it; mipo pairs writes it in every row)",
+            line=line,
+            field=field,
+        )
+    if conversational:
+        return _messages(value if isinstance(value, list) else None, path, line, field)
+    if not isinstance(value, str):
+        raise InputError(
+            path, f"expected a string like the prompt, got {type(value).__name__}", line=line, field=field
+        )
+    return value

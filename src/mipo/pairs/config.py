@@ -1,0 +1,88 @@
+"""``mipo pairs``'s settings (``PairsConfig``) and what a run reports (``PairsSummary``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mipo.core.config import option, require
+from mipo.engine.generation import GenerationJob, GenerationStats
+from mipo.pairs.strategies import STRATEGIES
+
+log = logging.getLogger(__name__)
+
+
+Conversation = list[dict[str, str]]
+
+
+SELECTIONS = ("first", "pmi")
+
+
+REJECTED_REPLIES = ("lowest", "negative")
+
+
+@dataclass
+class PairsConfig(GenerationJob):
+    strategy: str = option(
+        "random", "how the negative prompt x' is made (mipo.pairs.strategies)", choices=STRATEGIES
+    )
+    group_field: str | None = option(None, "record field whose value keeps x' in x's group (random)")
+    drop_system: bool = option(False, "incomplete: also remove the system text from x'")
+    samples: int = option(1, "responses (positives) per prompt")
+    negatives: int = option(1, "negatives per positive: samples*negatives pairs per prompt")
+    marginal_prompt: str = option("", "marginal: the text of the neutral user turn x' (default: empty)")
+    select: str = option(
+        "first",
+        "first: every sample makes pairs; pmi: of the --samples candidates, the one with the highest PMI "
+        "against the negative prompts (log π(y|x) − log mean π(y|x')) is chosen",
+        choices=SELECTIONS,
+    )
+    rejected: str = option(
+        "negative",
+        "--select pmi: the rejected reply is the negative prompt's reply (negative) or the lowest-PMI "
+        "candidate (lowest)",
+        choices=REJECTED_REPLIES,
+    )
+
+    def __post_init__(self) -> None:
+        problems = self.problems(counts=("samples", "negatives"))
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.select not in SELECTIONS:
+            problems.append(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.rejected not in REJECTED_REPLIES:
+            problems.append(f"rejected must be one of {', '.join(REJECTED_REPLIES)}, got {self.rejected!r}")
+        if self.select == "pmi" and self.samples < 2:
+            problems.append(
+                f"--select pmi ranks candidates: --samples must be at least 2, got {self.samples}"
+            )
+        if self.select == "pmi" and self.backend != "hf":
+            problems.append("--select pmi scores replies with the model itself: it needs --backend hf")
+        require(problems)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """As ``GenerationJob.fingerprint``; ``rejected`` only counts with ``--select pmi`` (it changes
+        nothing otherwise), and ``select: first`` is left out, so runs from before these settings resume."""
+        settings = super().fingerprint()
+        if self.select == "first":
+            settings.pop("select", None)
+            settings.pop("rejected", None)
+        return settings
+
+
+@dataclass
+class PairsSummary:
+    path: Path
+    pairs: int = 0
+    prompts: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def line(self) -> str:
+        dropped = ", ".join(f"{n} {why}" for why, n in self.dropped.items() if n) or "none"
+        return (
+            f"wrote {self.pairs} pairs from {self.prompts} prompts to {self.path}; dropped: {dropped}; "
+            f"{self.stats.new_tokens} new tokens at {self.stats.tokens_per_second:.1f} tokens/s"
+        )

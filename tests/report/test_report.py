@@ -1,0 +1,211 @@
+"""The report of a `mipo run` folder: what training and evaluation really wrote reaches the page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mipo.report.folder import read_run_folder
+from mipo.report.render import Block
+from mipo.report.sections import SECTIONS
+from mipo.report.writer import build_report
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _summary(mean: float, low: float, high: float, **extra) -> dict:
+    return {"mean": mean, "ci": [low, high], "n": 4, **extra}
+
+
+def write_run_folder(
+    run: Path, *, objective: str = "dpo", confidence: float = 0.95, items: int = 4, margins: bool = True
+) -> Path:
+    """A run folder as `mipo run` leaves it: the files the report reads, in the layout and keys the stages
+    write (train_config.json as training.train writes it, results.json as evaluation.evaluate writes it)."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "run_config.json").write_text(
+        json.dumps(
+            {
+                "model": "smollm2-135m",
+                "seed": 0,
+                "prompts": {"task": "prefs"},
+                "pairs": {"strategy": "incomplete"},
+                "train": {"epochs": 2, "objective": objective},
+            }
+        )
+    )
+    _jsonl(run / "pairs" / "pairs.jsonl", [{"id": str(i)} for i in range(3)])
+    model_dir = run / "train" / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "train_config.json").write_text(
+        json.dumps(
+            {
+                "train_config": {"objective": objective, "learning_rate": 0.0002, "beta": None, "dpo": {}},
+                "model_source": "smollm2-135m",
+                f"{objective}_config": {"learning_rate": 0.0002},
+                "versions": {},
+            }
+        )
+    )
+    (model_dir / "train_summary.json").write_text(
+        json.dumps({"steps": 2, "seconds": 10.0, "final_loss": 0.5})
+    )
+    _jsonl(
+        model_dir / "metrics.jsonl",
+        [
+            {"step": s, "loss": 0.7 - 0.1 * s, **({"rewards/margins": 0.1 * s} if margins else {})}
+            for s in (1, 2)
+        ],
+    )
+    (run / "train" / "stage.json").write_text(
+        json.dumps({"stage": "train", "finished": True, "seconds": 12.0})
+    )
+    eval_dir = run / "eval" / "prefs"
+    for role, score in (("model", 1.0), ("baseline", 0.0)):
+        _jsonl(
+            eval_dir / "examples" / f"prefs.{role}.jsonl",
+            [
+                {
+                    "id": f"q{i}",
+                    "seed": 0,
+                    "prompt": [{"role": "user", "content": f"question {i}"}],
+                    "response": f"{role} reply {i}",
+                    "score": score if i % 2 else 0.5,
+                }
+                for i in range(items)
+            ],
+        )
+    per_pref = {"lowercase": {"mean": 0.5, "n": 4}}
+    results = {
+        "settings": {"confidence": confidence, "k": 4},
+        "models": {"model": {"name": "m"}, "baseline": {"name": "b"}},
+        "tasks": {
+            "prefs": {
+                "n": items,
+                "metric": "preferences followed",
+                "kind": "prefs",
+                "examples": {
+                    "model": "examples/prefs.model.jsonl",
+                    "baseline": "examples/prefs.baseline.jsonl",
+                },
+                "model": _summary(0.6, 0.5, 0.7, per_preference=per_pref),
+                "baseline": _summary(0.2, 0.1, 0.3, per_preference={"lowercase": {"mean": 0.25, "n": 4}}),
+                "difference": _summary(0.4, 0.3, 0.5, p_value=0.0004),
+            }
+        },
+    }
+    (eval_dir / "results.json").write_text(json.dumps(results))
+    return run
+
+
+def test_the_report_shows_every_section_and_the_resolved_training_settings(tmp_path):
+    run = write_run_folder(tmp_path / "run")
+    text = build_report(run).read_text()
+    for heading in [
+        "## Results",
+        "## Preference types (prefs)",
+        "## Training",
+        "## Examples (prefs)",
+        "## What was run",
+    ]:
+        assert heading in text
+    # training writes its resolved TrainConfig under "train_config": the report used to look for
+    # "train"/"config" keys and never showed this row
+    row = next(line for line in text.splitlines() if line.startswith("| train (resolved) |"))
+    assert '"learning_rate": 0.0002' in row and '"objective": "dpo"' in row and "beta" not in row
+    assert "| prefs | preferences followed | 4 | 0.200 [0.100, 0.300] | 0.600 [0.500, 0.700] |" in text
+    assert "| time: train | 12 s |" in text
+    assert (run / "report" / "training.png").is_file() and (
+        run / "report" / "preferences-prefs.png"
+    ).is_file()
+    assert (run / "report" / "report.html").read_text().count("data:image/png;base64,") == 2
+
+
+def test_the_report_names_the_confidence_level_and_objective_that_were_used(tmp_path):
+    run = write_run_folder(tmp_path / "run", objective="sft", confidence=0.9, margins=False)
+    text = build_report(run).read_text()
+    # both used to be hard-coded: "95% CI" and "trained with DPO"
+    assert "trained with SFT on the chosen responses on 3 MIPO pairs" in text and "DPO" not in text
+    assert "(90% CI [0.300, 0.500], p < 0.001, n = 4)" in text
+    assert "| base [90% CI] | MIPO [90% CI] | MIPO − base [90% CI] |" in text and "95%" not in text
+    assert "*SFT on the chosen responses loss per logging step*" in text
+
+
+def test_examples_sets_how_many_prompts_are_shown(tmp_path):
+    run = write_run_folder(tmp_path / "run", items=6)
+
+    def shown(examples: int) -> list[str]:
+        text = build_report(run, examples=examples).read_text()
+        return [line for line in text.splitlines() if line.startswith("| [user] question")]
+
+    assert len(shown(5)) == 5
+    assert [line.split("|")[1].strip() for line in shown(2)] == ["[user] question 1", "[user] question 3"]
+    assert shown(0) == [] and "## Examples" not in build_report(run, examples=0).read_text()
+
+
+def test_a_section_is_one_function_of_the_run_folder(tmp_path):
+    # what a new block (e.g. the context effect) plugs into: each section reads the run folder only
+    run = read_run_folder(write_run_folder(tmp_path / "run"))
+    for section in SECTIONS:
+        blocks = section(run)
+        assert all(isinstance(b, Block) for b in blocks), section.__name__
+    assert read_run_folder(tmp_path / "empty").evaluations == {}
+    text = build_report(tmp_path / "empty").read_text()
+    assert "No evaluation has finished yet." in text and "## Training" in text
+
+
+def _rows(scores: list[float]) -> dict[int, list[dict]]:
+    return {0: [{"score": s, "preferences": [{"type": "lowercase", "followed": s > 0}]} for s in scores]}
+
+
+def test_the_report_gives_the_context_effect_its_plot_table_and_verdict_near_the_top(tmp_path):
+    from mipo.evaluation.context_effect import summarize
+
+    run = write_run_folder(tmp_path / "run", items=6)
+    # MIPO follows more preferences only when it reads the user's context: a context effect of +0.5.
+    arms = {
+        "model_with": _rows([1, 1, 1, 0, 1, 1, 1, 1]),
+        "model_without": _rows([0, 0, 1, 0, 0, 0, 1, 0]),
+        "baseline_with": _rows([0, 1, 1, 0, 0, 0, 1, 0]),
+        "baseline_without": _rows([0, 0, 1, 0, 0, 0, 1, 0]),
+    }
+    effect = summarize(arms, n_resamples=500)
+    assert effect["context_effect"]["mean"] == 0.5 and effect["generic_shift"]["mean"] == 0.0
+    results_path = run / "eval" / "prefs" / "results.json"
+    results = json.loads(results_path.read_text())
+    results["tasks"]["prefs"]["context_effect"] = effect
+    results_path.write_text(json.dumps(results))
+
+    text = build_report(run).read_text()
+    verdict = effect["verdict"]
+    assert verdict.startswith("gain is personalization: context effect +0.500 [")
+    assert text.index(f"**prefs, personalization or style?** {verdict}.") < text.index("## Results")
+    assert "## Personalization or a change of style? (prefs)" in text
+    assert "| context effect (difference of differences) | +0.500 [" in text
+    assert "| generic shift (MIPO − base, without context) | +0.000 [+0.000, +0.000] | 1.000 |" in text
+    assert "| MIPO with context | 0.875 [" in text and "| base without context | 0.250 [" in text
+    assert "| lowercase | 8 | +0.000 [+0.000, +0.000] | +0.500 [" in text  # per preference type
+    assert (run / "report" / "context-effect-prefs.png").is_file()
+    assert "context-effect-prefs.png" in text
+
+
+def test_the_report_explains_the_context_pmi(tmp_path):
+    run = write_run_folder(tmp_path / "run")
+    pmi = {
+        "n": 4,
+        "metric": "mean context PMI",
+        "kind": "pmi",
+        "against": "context",
+        "model": _summary(0.5, 0.1, 0.9, values=[0.1, 0.5, 0.9, 0.5]),
+        "baseline": _summary(0.2, 0.0, 0.4, values=[0.0, 0.2, 0.4, 0.2]),
+        "difference": _summary(0.3, 0.1, 0.5, p_value=0.1),
+    }
+    (run / "eval" / "pmi-context").mkdir()
+    (run / "eval" / "pmi-context" / "results.json").write_text(json.dumps({"tasks": {"pmi": pmi}}))
+    text = build_report(run).read_text()
+    assert "## The objective: context PMI" in text and "`log π(y|x,c) − log π(y|x)`" in text
+    assert "| pmi (context) | mean context PMI | 4 |" in text
+    assert (run / "report" / "pmi-pmi-context.png").is_file()
