@@ -5,6 +5,7 @@ libraries' versions. Recorded in ``results.json`` and in every resumable job's f
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from typing import Any
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
+@cache  # the CPU does not change under a running process; a fingerprint asks several times
 def cpu_summary() -> str:
     """PyTorch's CPU capability (the kernels it dispatches to) and the kernel-choosing flags present."""
     import torch

@@ -9,7 +9,6 @@ as ``model.generate(do_sample=False)`` (tested).
 from __future__ import annotations
 
 import inspect
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,6 @@ from mipo.prompts.records import CONTEXT_MODES
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]  # chat messages: [{"role": "user", "content": "..."}]
 

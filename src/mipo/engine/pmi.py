@@ -14,7 +14,6 @@ measure whether a trained model's responses carry more information about their p
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections.abc import Sequence
@@ -26,8 +25,6 @@ from mipo.engine.scoring import Conversation, sequence_logprobs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-log = logging.getLogger(__name__)
 
 
 def logsumexp(values: Sequence[float]) -> float:

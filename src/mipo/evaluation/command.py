@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 
 from mipo.core.errors import ConfigError
 from mipo.evaluation.judges.settings import JudgeSettings
 from mipo.evaluation.runner import evaluate
 from mipo.evaluation.settings import EvalConfig, ScoringSettings
-
-log = logging.getLogger(__name__)
 
 EXPORT_FLAGS = ("profiles_per_question", "export_seed")  # --export-train's own settings
 

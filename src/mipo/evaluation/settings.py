@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,6 @@ from mipo.engine.models import DEFAULT_MODEL
 from mipo.evaluation.judges.settings import JudgeSettings
 from mipo.tasks import CONTEXT_MODES, Task, split_task_list, task_list_help
 from mipo.tasks.pmi import PMI_AGAINST
-
-log = logging.getLogger(__name__)
-
 
 Rows = list[dict[str, Any]]
 

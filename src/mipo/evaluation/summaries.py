@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,6 @@ from mipo.engine.environment import reply_environment
 from mipo.evaluation.baseline_cache import model_identity, task_slug
 from mipo.evaluation.settings import EvalConfig, Job, Rows, Runs
 from mipo.tasks import Task
-
-log = logging.getLogger(__name__)
 
 
 def build_results(

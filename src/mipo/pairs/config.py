@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,6 @@ from typing import Any
 from mipo.core.config import option, require
 from mipo.engine.generation import GenerationJob, GenerationStats
 from mipo.pairs.strategies import STRATEGIES
-
-log = logging.getLogger(__name__)
-
 
 Conversation = list[dict[str, str]]
 

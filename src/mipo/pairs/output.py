@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +13,6 @@ from typing import Any
 from mipo.core.errors import MipoError, OutputExistsError
 from mipo.pairs.config import PairsConfig
 from mipo.pairs.rows import Output
-
-log = logging.getLogger(__name__)
 
 
 def open_output(out: Path, config: PairsConfig, job: dict[str, Any], rank: int, world: int) -> Output:

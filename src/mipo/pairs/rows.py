@@ -4,7 +4,6 @@ pointwise mutual information with the prompt."""
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +11,6 @@ from mipo.core.errors import MipoError
 from mipo.pairs.config import Conversation, PairsConfig, PairsSummary
 from mipo.pairs.plan import Plan, positive_unit_key, required_keys
 from mipo.prompts.records import PromptRecord
-
-log = logging.getLogger(__name__)
 
 SCORE_BATCH = 8  # sequences per scoring forward pass: (8, reply tokens, vocabulary) logits stay small
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

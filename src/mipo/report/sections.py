@@ -4,7 +4,6 @@ to show). A new section is one function added to ``SECTIONS``."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from mipo.formats.results import (
 from mipo.report.folder import RunFolder, read_rows, task_entries
 from mipo.report.plots import plot_context_effect, plot_distributions, plot_grouped_bars
 from mipo.report.render import Block
-
-log = logging.getLogger(__name__)
 
 
 def headline_blocks(run: RunFolder) -> list[Block]:

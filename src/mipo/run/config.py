@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +14,6 @@ from mipo.core.errors import ConfigError
 
 if TYPE_CHECKING:
     pass
-
-log = logging.getLogger(__name__)
 
 
 STAGES = ("prompts", "pairs", "train", "eval", "report")

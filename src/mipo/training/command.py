@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 
 from mipo.core.config import (
     add_config_arguments,
@@ -14,8 +13,6 @@ from mipo.core.config import (
 from mipo.formats.run_folder import SUMMARY
 from mipo.training.config import DEVICE_DEFAULTS_TEXT, TRL_DEFAULTS, TrainConfig
 from mipo.training.trainer import train
-
-log = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,6 @@ defaults per device and method."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,6 @@ from mipo.core.config import (
 from mipo.core.errors import ConfigError
 from mipo.engine.models import DEFAULT_MODEL
 from mipo.formats.run_folder import CHECKPOINTS
-
-log = logging.getLogger(__name__)
-
 
 LEARNING_RATE = {"lora": 2e-4, "full": 5e-7}
 

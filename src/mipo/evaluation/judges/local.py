@@ -8,7 +8,6 @@ Otherwise the judge writes its answer with mipo's generation engine (greedy) and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,6 @@ from mipo.evaluation.judges.verdicts import parse_verdict, verdict_from_logprobs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-log = logging.getLogger(__name__)
 
 FORCED_PREFIX = "[["
 
