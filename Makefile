@@ -45,6 +45,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/generation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/training.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/fused_head.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/dtype.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard src tests bench scripts)

@@ -60,6 +60,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class VersionAction(argparse.Action):
+    """``mipo --version``: the versions a result depends on, and the dtype ``auto`` picks here."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from mipo import versions
+        from mipo.engine.dtypes import dtype_report
+
+        libraries = ", ".join(f"{name} {v}" for name, v in versions().items() if name != "mipo")
+        print(f"mipo {__version__}\n{libraries}\n{dtype_report()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mipo",
@@ -67,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         "labels, judge or verifier.",
         epilog="Run 'mipo COMMAND --help' for the options of a command.",
     )
-    parser.add_argument("--version", action="version", version=f"mipo {__version__}")
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="mipo's version, the libraries' versions and what --dtype auto picks on this machine (and why)",
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log debug messages, and the libraries' info too"
     )

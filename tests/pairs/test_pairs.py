@@ -205,6 +205,8 @@ def test_two_processes_split_the_prompts_and_merge_one_output(tmp_path, tiny_mod
             "--temperature",
             "1.0",
             "--no-progress",
+            "--dtype",  # as the in-process run's auto (the suite's fixture), on any CPU
+            "float32",
         ],
         env=env,
         capture_output=True,

@@ -193,7 +193,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_model_dir):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mipo", "train", "--model", str(tiny_model_dir),
         "--pairs", str(pairs), "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--max-length", "64",
-        "--device", "cpu",
+        "--device", "cpu", "--dtype", "float32",
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -533,7 +533,7 @@ def test_sigkill_at_seeded_points_then_resume_reaches_the_same_losses(tmp_path, 
     expected = [r["loss"] for r in rows(whole / "metrics.jsonl")]
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "mipo", "train", "--model", str(tiny_model_dir), "--pairs", str(pairs)]
-    command += ["--out", str(out), "--device", "cpu", *settings]
+    command += ["--out", str(out), "--device", "cpu", "--dtype", "float32", *settings]  # auto: fp32 in-process
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src"), "MIPO_CACHE": str(ref_cache)}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     kill_points = sorted(random.Random(13).sample(range(1, 6), 2))  # after this many metrics rows

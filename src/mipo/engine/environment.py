@@ -30,11 +30,15 @@ def cpu_summary() -> str:
     return " ".join([capability, *present])
 
 
-def reply_environment(device: str | None, workers: int | None, backend: str = "hf") -> dict[str, Any]:
-    """The engine, device, dtype, decode workers and threads, CPU kernels and library versions of a run."""
+def reply_environment(
+    device: str | None, workers: int | None, backend: str = "hf", dtype: str | None = None
+) -> dict[str, Any]:
+    """The engine, device, dtype (``--dtype``, resolved), decode workers and threads, CPU kernels and library
+    versions of a run."""
     import torch
 
     from mipo import versions
+    from mipo.engine.dtypes import dtype_name
     from mipo.engine.models import default_device, default_dtype
     from mipo.engine.workers import default_workers
 
@@ -43,7 +47,10 @@ def reply_environment(device: str | None, workers: int | None, backend: str = "h
     return {
         "backend": backend,
         "device": str(device).split(":")[0],
-        "dtype": str(default_dtype(str(device))).removeprefix("torch."),
+        # the weights' dtype: --dtype (auto resolved), or load_model's default where a caller names none
+        "dtype": dtype_name(dtype, str(device))
+        if dtype
+        else str(default_dtype(str(device))).removeprefix("torch."),
         "workers": workers,
         # each decode worker runs on one thread; one worker decodes in this process, on its threads
         "torch_threads": 1 if workers > 1 else torch.get_num_threads(),

@@ -18,6 +18,7 @@ from mipo.core.config import option
 from mipo.core.errors import ConfigError
 from mipo.engine.backends import BACKENDS
 from mipo.engine.cad import context_aware_logits
+from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
 from mipo.engine.kv_cache import preallocated_cache
 from mipo.engine.models import DEFAULT_MODEL
 from mipo.engine.token_choice import pick_tokens
@@ -55,6 +56,7 @@ class GenerationJob:
     chunk_size: int = option(128, "prompts generated between flushes to disk")
     backend: str = option("hf", "generation engine (mipo.engine.backends)", choices=BACKENDS)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
+    dtype: str = option("auto", DTYPE_HELP)
     workers: int | None = option(
         None, "hf on a CPU: decode workers of one thread each (default: one per core; 1 = this process only)"
     )
@@ -88,7 +90,7 @@ class GenerationJob:
             problems.append("pass --resume or --overwrite, not both")
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers must be at least 1, got {self.workers}")
-        return problems
+        return problems + dtype_problems(self.dtype, self.device, self.backend)
 
     def load_records(self, **fields: Any) -> list[Any]:
         """The prompt records this job answers (``mipo.prompts.records.load_prompts`` with the job's field names)."""
@@ -117,13 +119,13 @@ class GenerationJob:
         settings = {k: v for k, v in asdict(self).items() if k not in NOT_IN_FINGERPRINT}
         settings["model"] = weights_identity(resolve_model(self.model))
         settings["prompts"] = input_identity(self.prompts)
-        settings["environment"] = reply_environment(self.device, self.workers, self.backend)
+        settings["environment"] = reply_environment(self.device, self.workers, self.backend, self.dtype)
         return fingerprint(**settings)
 
 
-# Settings that are not the rows' own: where they go and how the run is shown; the device and the workers
-# enter as part of the environment (``mipo.engine.environment``), resolved.
-NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device", "workers")
+# Settings that are not the rows' own: where they go and how the run is shown; the device, the workers and
+# the dtype enter as part of the environment (``mipo.engine.environment``), resolved.
+NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device", "workers", "dtype")
 
 # End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")

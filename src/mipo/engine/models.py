@@ -116,12 +116,13 @@ def default_device() -> str:
 
 
 def default_dtype(device: str) -> Any:
-    """fp32 on CPU (bf16 matmuls are slow there), bf16 on a GPU that supports it."""
+    """The dtype of ``load_model`` when none is asked for: ``--dtype auto``'s choice on a GPU, fp32 on a CPU
+    (the stages pass their ``--dtype``; ``mipo.engine.dtypes`` says what ``auto`` picks and why)."""
     import torch
 
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    from mipo.engine.dtypes import torch_dtype
+
+    return torch_dtype("auto", device) if str(device).startswith("cuda") else torch.float32
 
 
 def resolve_model(name: str) -> str:

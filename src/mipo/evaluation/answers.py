@@ -190,8 +190,8 @@ def pairs_responses(task: Task) -> dict[str, list[str]]:
 class ModelSlot:
     """Holds one loaded engine at a time, so a 7B model and its baseline never share memory."""
 
-    def __init__(self, device: str | None, backend: str = "hf"):
-        self.device, self.backend, self.name, self.loaded = device, backend, None, None
+    def __init__(self, device: str | None, backend: str = "hf", dtype: str | None = None):
+        self.device, self.backend, self.dtype, self.name, self.loaded = device, backend, dtype, None, None
 
     def get(self, name: str):
         if name != self.name:
@@ -200,7 +200,7 @@ class ModelSlot:
             self.loaded = None
             gc.collect()
             log.info("loading %s", name)
-            self.loaded = load_engine(self.backend, name, device=self.device)
+            self.loaded = load_engine(self.backend, name, device=self.device, dtype=self.dtype)
             self.name = name
         return self.loaded
 

@@ -103,7 +103,7 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         against=config.against,
         context_effect=config.context_effect,
         **({"cad_alpha": config.cad_alpha} if getattr(config, "cad_alpha", None) is not None else {}),
-        environment=reply_environment(config.device, config.workers, config.backend),
+        environment=reply_environment(config.device, config.workers, config.backend, config.dtype),
     )
 
 
@@ -122,7 +122,7 @@ def baseline_cache_path(config: EvalConfig, task: Task, name: str, reference: st
         "temperature": config.sampling_temperature,
         **{k: getattr(config, k) for k in ("limit", "score_batch_size", "train_split", "preference_types")},
         **{k: getattr(config, k) for k in OUTPUT_SETTINGS},
-        "environment": reply_environment(config.device, config.workers, config.backend),
+        "environment": reply_environment(config.device, config.workers, config.backend, config.dtype),
     }
     if task.kind == "pmi":
         fields.update(k=config.k, reference=weights_identity(resolve_model(reference)))

@@ -58,7 +58,7 @@ def evaluate(config: EvalConfig) -> Path:
     if config.cad_alpha is not None:  # before any model loads
         require_item_contexts(job.tasks)
     start_partial(config, job)
-    slot = ModelSlot(config.device, config.backend)
+    slot = ModelSlot(config.device, config.backend, config.dtype)
     runs, from_cache = run_models(config, job, slot)
     bare_runs = run_without_context(config, job, slot)
     pmi_extra = score_pmi_tasks(config, job, runs, from_cache, slot)

@@ -8,6 +8,7 @@ from typing import Any
 
 from mipo.core.config import option, require
 from mipo.engine.backends import BACKENDS
+from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
 from mipo.engine.models import DEFAULT_MODEL
 from mipo.evaluation.judges.settings import JudgeSettings
 from mipo.tasks import CONTEXT_MODES, Task, split_task_list, task_list_help
@@ -70,6 +71,7 @@ class ScoringSettings:
     n_bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals")
     confidence: float = option(0.95, "confidence level of the intervals")
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when available)")
+    dtype: str = option("auto", DTYPE_HELP)
     backend: str = option(
         "hf", "generation engine (mipo.engine.backends; log-prob scoring needs hf)", choices=BACKENDS
     )
@@ -112,6 +114,7 @@ class ScoringSettings:
             problems.append("train_split must be in [0, 1)")
         from mipo.tasks.prefs import PREFERENCE_TYPES
 
+        problems += dtype_problems(self.dtype, self.device, self.backend)
         unknown = [t for t in self.preference_types if t not in PREFERENCE_TYPES]
         if unknown:
             problems.append(

@@ -37,7 +37,7 @@ def build_results(
         },
         # what can change the replies besides the settings (docs/reliability.md: what is reproduced where)
         "environment": {
-            **reply_environment(config.device, config.workers, config.backend),
+            **reply_environment(config.device, config.workers, config.backend, config.dtype),
             "batch_size": config.batch_size,
         },
         "baseline_from_cache": sorted(from_cache),

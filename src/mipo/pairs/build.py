@@ -77,7 +77,7 @@ def _load_engine(config: PairsConfig):
     device = config.device
     if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = str(partial_state().device)
-    return load_engine(config.backend, config.model, device=device, seed=config.seed)
+    return load_engine(config.backend, config.model, device=device, seed=config.seed, dtype=config.dtype)
 
 
 def _generate_chunks(

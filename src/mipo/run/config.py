@@ -24,6 +24,11 @@ class RunConfig:
     run_dir: str = option("runs/mipo", "folder that holds every stage's output")
     model: str = option("smollm2-135m", "the base model: a built-in name, a folder or a Hub id")
     seed: int = option(0, "seed for every stage that samples")
+    dtype: str = option(
+        "auto",
+        "the dtype of every stage that loads a model (a stage's own `dtype` wins): auto (bf16 where the GPU "
+        "or the CPU computes it in hardware), float32 or bfloat16",
+    )
     rounds: int = option(
         1,
         "MIPO rounds: round r builds its pairs with round r-1's model and trains from it (the reference is "
@@ -48,6 +53,9 @@ class RunConfig:
         for i, e in enumerate(self.eval):
             if not isinstance(e, dict) or "task" not in e:
                 problems.append(f"eval[{i}] needs a 'task'")
+        from mipo.engine.dtypes import dtype_problems
+
+        problems += [p.replace("--dtype", "'dtype'", 1) for p in dtype_problems(self.dtype, None)]
         if not isinstance(self.rounds, int) or self.rounds < 1:
             problems.append(f"'rounds' must be a whole number of at least 1, got {self.rounds!r}")
         require(problems)

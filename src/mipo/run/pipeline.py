@@ -144,7 +144,7 @@ def _pairs_stage(
             "overwrite": not resume,
         }
 
-    settings = {"model": round_.model, "seed": config.seed, **config.pairs}
+    settings = {"model": round_.model, "seed": config.seed, "dtype": config.dtype, **config.pairs}
     stage = _command_stage(
         round_.name("pairs"),
         pairs_path.parent,
@@ -172,7 +172,7 @@ def _train_stage(
         resume = resume and model_dir.exists()  # killed before the first checkpoint: start again
         return {"pairs": str(pairs_path), "out": str(model_dir), "resume": resume, "overwrite": not resume}
 
-    settings = {"model": round_.model, "seed": config.seed, **config.train}
+    settings = {"model": round_.model, "seed": config.seed, "dtype": config.dtype, **config.train}
     if config.rounds > 1 and not settings.get("full"):
         # The next round samples from and trains on full weights (a LoRA adapter trains on merged ones
         # only). Every round merges, the last too, so raising ``rounds`` later keeps the finished rounds.
@@ -217,7 +217,11 @@ def _eval_stage(config: RunConfig, run_dir: Path, index: int, model_dir: Path, u
     def flags(resume: bool) -> dict:
         return {"model": str(model_dir), "out": str(folder), "overwrite": True, "resume": resume}
 
-    settings = {"baseline": config.model, **{k: v for k, v in entry.items() if k != "name"}}
+    settings = {
+        "baseline": config.model,
+        "dtype": config.dtype,
+        **{k: v for k, v in entry.items() if k != "name"},
+    }
     return _command_stage(
         f"eval:{name}",
         folder,
@@ -301,7 +305,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "config",
-        help="the run's YAML file (keys: run_dir, model, seed, prompts, pairs, train, eval, report, title)",
+        help="the run's YAML file (keys: run_dir, model, seed, dtype, prompts, pairs, train, eval, report, title)",
     )
     parser.add_argument(
         "overrides",

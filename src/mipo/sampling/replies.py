@@ -63,7 +63,9 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
         # Chunks are cut from all the records, not from those left, and a chunk cut by a kill is generated
         # again whole: a resumed chunk keeps its seed and its batches, so its rows are those of one run.
         chunks = [records[c : c + config.chunk_size] for c in range(0, len(records), config.chunk_size)]
-        engine = load_engine(config.backend, config.model, device=config.device, seed=config.seed)
+        engine = load_engine(
+            config.backend, config.model, device=config.device, seed=config.seed, dtype=config.dtype
+        )
         bar = tqdm(
             total=len(records), initial=len(done), desc="sampling", unit="prompt", disable=not config.progress
         )

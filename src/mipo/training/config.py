@@ -15,6 +15,7 @@ from mipo.core.config import (
     require,
 )
 from mipo.core.errors import ConfigError
+from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
 from mipo.engine.models import DEFAULT_MODEL
 from mipo.formats.run_folder import CHECKPOINTS
 
@@ -37,7 +38,7 @@ TRL_DEFAULTS: dict[str, Any] = {
 # ... and the ones that depend on the device (see device_settings), as --help states them
 DEVICE_DEFAULTS_TEXT = {
     "use_cpu": "True on a CPU",
-    "bf16": "True on a GPU that supports it",
+    "bf16": "from --dtype: True where bf16 is chosen (auto: where the GPU or CPU computes it)",
     "activation_checkpointing": "True on a GPU only",
 }
 
@@ -84,6 +85,7 @@ class TrainConfig:
     ref_cache: bool = option(True, "cache the reference log-probs on disk and reuse them")
     share_prompt: bool = option(True, "DPO: score each pair's prompt once, the chosen and the rejected reply attending to one copy (the same log-probs for fewer tokens; sdpa or eager attention)")  # fmt: skip
     device: str | None = option(None, "cpu or cuda", default_text="cuda if available, else cpu")
+    dtype: str = option("auto", DTYPE_HELP + "; LoRA keeps a bf16 base with fp32 adapters, --full fp32 master weights under bf16 autocast")  # fmt: skip
     overwrite: bool = option(False, "replace a finished or interrupted mipo run in OUT", negatable=False)
     resume: bool = option(
         False, "continue an interrupted run in OUT from its last checkpoint", negatable=False
@@ -111,6 +113,7 @@ class TrainConfig:
         if self.overwrite and self.resume:
             problems.append("choose one of --overwrite and --resume")
         problems += self._absorb_trl_mapping() + self._lora_problems() + self._range_problems()
+        problems += dtype_problems(self.dtype, self.device)
         try:
             self.training_objective()
         except ConfigError as e:
@@ -180,13 +183,16 @@ def _annotation(name: str) -> Any:
     return typing.get_type_hints(TrainConfig)[name]
 
 
-def device_settings(device: str) -> dict[str, Any]:
-    import torch
+def device_settings(device: str, dtype: str = "auto") -> dict[str, Any]:
+    """``dtype`` (``--dtype``) becomes TRL's ``bf16``/``fp16``: mixed precision, on a GPU or a CPU."""
+    from mipo.engine.dtypes import dtype_name
 
     on_gpu = device.startswith("cuda")
+    chosen = dtype_name(dtype, device)
     return {
         "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "bf16": chosen == "bfloat16",
+        "fp16": chosen == "float16",
         # Recomputing activations costs a third more compute; worth it only where memory is short (a GPU).
         "activation_checkpointing": on_gpu,
     }
@@ -201,7 +207,7 @@ def trl_settings(config: TrainConfig, objective: Any, work: Path, device: str) -
     settings: dict[str, Any] = {
         "output_dir": str(work / CHECKPOINTS),
         **TRL_DEFAULTS,
-        **device_settings(device),
+        **device_settings(device, config.dtype),
         **objective.defaults,
     }
     settings.update({name: getattr(config, name) for name in TRL_FIELDS if getattr(config, name) is not None})

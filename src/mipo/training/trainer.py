@@ -86,9 +86,11 @@ def job_fingerprint(config: TrainConfig, model_source: str, device: str) -> dict
     import torch
 
     from mipo.core.fingerprint import fingerprint, input_identity, weights_identity
+    from mipo.engine.dtypes import dtype_name
 
     where = ("model", "pairs", "out", "overwrite", "resume", "ref_cache", "device")
     settings = {k: v for k, v in to_dict(config).items() if k not in where}
+    settings["dtype"] = dtype_name(config.dtype, device)  # auto, resolved: a resume on another CPU is refused
     return fingerprint(
         model=weights_identity(model_source),
         pairs=input_identity(config.pairs),
@@ -138,7 +140,8 @@ def build_trainer(job: TrainingJob, run: Any, args: Any, callbacks: list | tuple
     from mipo.training.callbacks import MetricsCallback, use_quiet_progress
 
     config, objective = job.config, job.objective
-    # LoRA keeps the frozen base in bf16 on a GPU; full fine-tuning keeps fp32 master weights (bf16 autocast).
+    # With bf16 (--dtype), LoRA keeps the frozen base in bf16 (PEFT keeps the adapters in fp32); full
+    # fine-tuning keeps fp32 master weights and computes under bf16 autocast, on a GPU as on a CPU.
     run.state["dtype"] = torch.bfloat16 if args.bf16 and not config.full else torch.float32
     model, tokenizer = load_model(config.model, device="cpu", dtype=run.state["dtype"])
     model.train()

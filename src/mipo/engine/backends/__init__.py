@@ -1,6 +1,6 @@
 """Generation backends: the engines that answer chat conversations, one module per backend.
 
-A backend registers a loader, ``load(model, *, device=None, seed=0) -> Engine``, under its name; an
+A backend registers a loader, ``load(model, *, device=None, seed=0, dtype=None) -> Engine``, under its name; an
 ``Engine`` answers conversations with the sampling settings of a ``GenerationJob``:
 
     engine = load_engine("hf", "smollm2-135m")            # or "vllm", or a backend of your own
@@ -51,6 +51,12 @@ class Engine(Protocol):
 BACKENDS: Registry[Any] = Registry("generation backend", "mipo.engine.backends")
 
 
-def load_engine(name: str, model: Any, *, device: str | None = None, seed: int = 0) -> Engine:
-    """Load ``model`` (a built-in name, a folder or a Hub id) with the backend registered as ``name``."""
-    return BACKENDS.get(name)(model, device=device, seed=seed)
+def load_engine(
+    name: str, model: Any, *, device: str | None = None, seed: int = 0, dtype: str | None = None
+) -> Engine:
+    """Load ``model`` (a built-in name, a folder or a Hub id) with the backend registered as ``name``.
+
+    ``dtype``: ``--dtype`` (auto, float32, bfloat16; ``mipo.engine.dtypes``); a backend registered without a
+    ``dtype`` argument is called without one when none is asked for."""
+    extra = {"dtype": dtype} if dtype is not None else {}
+    return BACKENDS.get(name)(model, device=device, seed=seed, **extra)

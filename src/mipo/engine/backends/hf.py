@@ -26,7 +26,9 @@ class HFEngine:
 
 
 @BACKENDS.register("hf")
-def load(model: str, *, device: str | None = None, seed: int = 0) -> HFEngine:
-    from mipo.engine.models import load_model
+def load(model: str, *, device: str | None = None, seed: int = 0, dtype: str | None = None) -> HFEngine:
+    from mipo.engine.dtypes import torch_dtype
+    from mipo.engine.models import default_device, load_model
 
-    return HFEngine(*load_model(model, device=device))
+    device = device or default_device()
+    return HFEngine(*load_model(model, device=device, dtype=torch_dtype(dtype, device) if dtype else None))

@@ -53,6 +53,9 @@ def attach_reference_and_lengths(trainer: Any, run: TrainingRun) -> dict[str, An
             "truncation_mode": args.truncation_mode,
             "ld_alpha": args.ld_alpha,
             "dtype": str(run.state["dtype"]),
+            "mixed_precision": "bf16"
+            if args.bf16
+            else ("fp16" if args.fp16 else "no"),  # autocast of the passes
             "device": torch.device(run.device).type,
             "shared_prompt": shared,  # the same log-probs, rounded differently
         }
