@@ -533,7 +533,15 @@ def test_sigkill_at_seeded_points_then_resume_reaches_the_same_losses(tmp_path, 
     expected = [r["loss"] for r in rows(whole / "metrics.jsonl")]
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "mipo", "train", "--model", str(tiny_model_dir), "--pairs", str(pairs)]
-    command += ["--out", str(out), "--device", "cpu", "--dtype", "float32", *settings]  # auto: fp32 in-process
+    command += [
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        *settings,
+    ]  # auto: fp32 in-process
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src"), "MIPO_CACHE": str(ref_cache)}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     kill_points = sorted(random.Random(13).sample(range(1, 6), 2))  # after this many metrics rows
