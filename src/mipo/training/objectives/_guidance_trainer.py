@@ -59,6 +59,8 @@ class GuidanceConfig(PairConfig):
 
 
 class GuidanceTrainer(PairTrainer):
+    """Per batch: the teacher from the reference's logits under x and x', the policy's under x, their KL."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._decisions = torch.zeros(2, dtype=torch.long)  # (taken, decided) since the last log
