@@ -79,7 +79,7 @@ def test_the_preservation_kl_and_the_weighted_mean_by_hand():
 
 
 def test_reply_logits_are_those_of_the_full_forward(tiny_model_dir):
-    # the trainer projects only the positions that predict a reply token (transformers' boolean logits_to_keep)
+    # the trainer projects only the columns from the first that predicts a reply token, then keeps those that do
     from transformers import AutoModelForCausalLM
 
     from mipo.training.objectives._guidance_trainer import reply_logits, sequence_groups, split_replies
@@ -89,14 +89,16 @@ def test_reply_logits_are_those_of_the_full_forward(tiny_model_dir):
     ids = torch.randint(0, 1000, (4, 12))
     completion = torch.zeros_like(ids)
     completion[:, 7:] = 1
-    completion[1, 10:] = 0  # a shorter reply (then padding)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": completion}
+    attention = torch.ones_like(ids)
+    completion[1, 10:] = attention[1, 10:] = 0  # a shorter reply, then padding
+    completion[3, :8] = completion[3, 11:] = attention[3, 11:] = 0  # a longer prompt, a shorter reply
+    inputs = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
     groups = sequence_groups(inputs, 2)  # rows 0, 2 and rows 1, 3
     with torch.no_grad():
         full = model(input_ids=ids).logits
         first, second = split_replies(reply_logits(model, groups))
     torch.testing.assert_close(first, torch.cat([full[0, 6:11], full[2, 6:11]]), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(second, torch.cat([full[1, 6:9], full[3, 6:11]]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(second, torch.cat([full[1, 6:9], full[3, 7:10]]), atol=1e-4, rtol=1e-4)
 
 
 # ---- mipo train --objective cca|guidance on the tiny model ----

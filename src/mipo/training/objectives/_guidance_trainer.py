@@ -3,9 +3,9 @@ policy, with the frozen reference as the teacher (the maths: ``mipo.training.obj
 
 A batch holds, per pair, (x, y+) and (x', y+), and with ``--preserve`` (x', y-). The reference (the LoRA model
 with its adapters off, or with ``--full`` a frozen copy of the starting model) scores them all without
-gradients; the policy scores (x, y+) (and (x', y-)). Only the positions that predict a reply token are
-projected through the vocabulary (transformers' boolean ``logits_to_keep``): (reply tokens, vocabulary) logits,
-not (sequences, length, vocabulary).
+gradients; the policy scores (x, y+) (and (x', y-)). Only the columns from the first one that predicts a reply
+token are projected through the vocabulary (``logits_to_keep``), and the teacher, the KL and the weights are
+computed on the (reply tokens, vocabulary) logits of those positions.
 """
 
 from __future__ import annotations
@@ -114,18 +114,26 @@ def sequence_groups(inputs: dict[str, torch.Tensor], count: int) -> list[dict[st
 
 
 def reply_logits(model, groups: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, list[int]]:
-    """Batches of (B, T) sequences, scored in one forward pass -> the (R, V) next-token logits at the R positions
-    that predict a reply token (group by group, row by row, token by token) and each group's count of them."""
+    """Batches of right-padded (B, T) sequences, scored in one forward pass -> the (R, V) next-token logits at the
+    R positions that predict a reply token (group by group, row by row, token by token) and each group's R.
+
+    Only the last columns from the first that predicts a reply token are projected through the vocabulary
+    (``logits_to_keep`` as a count, which every transformers 5 causal LM takes), and the columns past the
+    longest sequence are dropped."""
     batch = {k: torch.cat([g[k] for g in groups]) for k in ("input_ids", "attention_mask", "completion_mask")}
+    width = int(batch["attention_mask"].sum(dim=-1).max())
+    batch = {k: v[:, :width] for k, v in batch.items()}
     predicts_reply = torch.zeros_like(batch["completion_mask"], dtype=torch.bool)
     predicts_reply[:, :-1] = batch["completion_mask"][:, 1:].bool()
+    first = int(predicts_reply.any(dim=0).nonzero()[0])
     outputs = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
-        logits_to_keep=predicts_reply,
+        logits_to_keep=width - first,
         use_cache=False,
     )
-    return outputs.logits, [int(g["completion_mask"][:, 1:].sum()) for g in groups]
+    logits = outputs.logits[predicts_reply[:, first:]]  # (R, V)
+    return logits, [int(g["completion_mask"][:, 1:].sum()) for g in groups]
 
 
 def split_replies(scored: tuple[torch.Tensor, list[int]]) -> list[torch.Tensor]:
