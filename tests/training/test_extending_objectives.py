@@ -52,4 +52,4 @@ def test_an_unknown_objective_lists_the_registered_ones(tmp_path, tiny_model_dir
         "train", "--model", tiny_model_dir, "--pairs", pairs, "--out", tmp_path / "o", "--objective", "orpp"
     )
     assert code == 2
-    assert "unknown training objective 'orpp'; known: dpo, infonce, orpo, sami, sft" in err
+    assert "unknown training objective 'orpp'; known: cca, dpo, guidance, infonce, orpo, sami, sft" in err

@@ -426,7 +426,10 @@ def test_resume_refuses_another_job_and_a_finished_run(tmp_path, tiny_model_dir,
             ["--dpo", "lr_scheduler_kwargs=3"],
             "dpo: lr_scheduler_kwargs must be mapping or str or null, got 3",
         ),
-        (["--objective", "dpoo"], "unknown training objective 'dpoo'; known: dpo, infonce, sami, sft"),
+        (
+            ["--objective", "dpoo"],
+            "unknown training objective 'dpoo'; known: cca, dpo, guidance, infonce, sami, sft",
+        ),
         (
             ["--out", "/proc/mipo-test/run"],
             "--out /proc/mipo-test/run: cannot create it (No such file or directory)",

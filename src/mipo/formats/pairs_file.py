@@ -111,3 +111,21 @@ def _prompt_like(value: Any, path: Path, line: int, field: str, *, conversationa
             path, f"expected a string like the prompt, got {type(value).__name__}", line=line, field=field
         )
     return value
+
+
+def require_rejected_answers_negative_prompt(path: str | Path, *, needed_by: str) -> None:
+    """Refuse a file whose rejected replies are not the negative prompt's own replies. ``mipo pairs`` writes x''s
+    reply as the rejected one unless a row's ``generation.rejected`` names another choice (``--select pmi
+    --rejected lowest``: the lowest-PMI reply to x itself); rows from other tools are taken as x''s replies."""
+    path = Path(path)
+    for line, row in _rows(path):
+        generation = row.get("generation")
+        chosen_as = generation.get("rejected", "negative") if isinstance(generation, dict) else "negative"
+        if chosen_as != "negative":
+            raise InputError(
+                path,
+                f"is not the negative prompt's own reply (generation.rejected: {chosen_as!r}); {needed_by} "
+                "needs it: pairs made with --rejected negative",
+                line=line,
+                field="rejected",
+            )

@@ -21,6 +21,9 @@ KEYS = (
     "rewards/accuracies",
     "rewards/chosen",
     "rewards/rejected",
+    "kl",  # sami --kl_coef; guidance: KL(teacher || policy) per token
+    "preserve_kl",  # guidance --preserve
+    "decisions",  # guidance: the share of CAD's decisions the policy takes
     "learning_rate",
     "grad_norm",
     "num_tokens",

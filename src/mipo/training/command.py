@@ -41,9 +41,12 @@ def add_trl_arguments(parser: argparse.ArgumentParser) -> None:
         new = [f for f in fields if f not in taken]
         if not new:
             continue
+        from_trl = config_class.__module__.split(".")[0] == "trl"
         group = parser.add_argument_group(
-            f"TRL {config_class.__name__} fields (--objective {name})",
-            "TRL's own names, meanings and types (each is also a YAML key); mipo's defaults where it has its own",
+            f"{'TRL ' if from_trl else ''}{config_class.__name__} fields (--objective {name})",
+            "TRL's own names, meanings and types (each is also a YAML key); mipo's defaults where it has its own"
+            if from_trl
+            else "this objective's settings (each is also a YAML key; transformers' TrainingArguments fields as above)",
         )
         mipo_defaults = {**TRL_DEFAULTS, **objective.defaults}
         for field_name in new:
@@ -53,15 +56,17 @@ def add_trl_arguments(parser: argparse.ArgumentParser) -> None:
             shown = DEVICE_DEFAULTS_TEXT.get(field_name) or (None if value is None else repr(value))
             text = trl_fields.first_sentence(f.metadata.get("help", ""))
             text += f" (default: {shown})" if shown else ""
-            group.add_argument(
-                f"--{field_name}",
+            spelled = dict(
                 dest=f"dpo.{field_name}",
                 type=trl_fields.flag_parser(annotation),
                 nargs="?" if is_bool else None,  # --flag alone means true, as with `trl dpo`
                 const=True if is_bool else None,
                 metavar=field_name.upper(),
-                help=text.replace("%", "%%"),
             )
+            group.add_argument(f"--{field_name}", help=text.replace("%", "%%"), **spelled)
+            dashed = f"--{field_name.replace('_', '-')}"  # as mipo's own flags (--cad-alpha), not in --help
+            if "_" in field_name and dashed not in parser._option_string_actions:
+                group.add_argument(dashed, help=argparse.SUPPRESS, **spelled)
         taken |= set(new)
 
 

@@ -63,7 +63,7 @@ class TrainConfig:
     model: str = option(DEFAULT_MODEL, "model to train: a built-in name, a model folder or a Hub id")
     pairs: str = option(None, "preference pairs: JSONL or Parquet in TRL's format (prompt, chosen, rejected)", required=True)  # fmt: skip
     out: str = option(None, "output folder (a Hugging Face model folder plus metrics)", required=True)
-    objective: str = option("dpo", "training objective: dpo, sft (on the chosen responses alone), or a registered one")  # fmt: skip
+    objective: str = option("dpo", "training objective: dpo, sft (on the chosen responses alone), infonce, sami, cca, guidance (distils context-aware decoding; docs/training.md), or a registered one")  # fmt: skip
     full: bool = option(False, "fine-tune all weights against a frozen reference instead of a LoRA adapter", negatable=False)  # fmt: skip
     lora_r: int = option(16, "LoRA rank")
     lora_alpha: float = option(32.0, "LoRA alpha (a scale of alpha/r = 2)")
@@ -75,7 +75,7 @@ class TrainConfig:
     per_device_train_batch_size: int = option(8, "pairs per device per step", underscore=True, aliases=("--batch-size",))  # fmt: skip
     gradient_accumulation_steps: int = option(1, "steps accumulated per optimizer update", underscore=True, aliases=("--grad-accumulation",))  # fmt: skip
     max_length: int = option(1024, "truncate prompt+response to this many tokens", underscore=True)
-    beta: float = option(0.1, "DPO beta (the paper's)", underscore=True)
+    beta: float = option(0.1, "DPO beta (the paper's); also CCA's beta", underscore=True)
     loss_type: str | None = option(None, "loss(es), comma-separated; any of the objective's TRL loss_type values", underscore=True, default_text="TRL's: sigmoid for dpo")  # fmt: skip
     seed: int = option(42, "random seed", underscore=True)
     max_steps: int = option(-1, "stop after this many optimizer steps (overrides epochs; -1: no limit)", underscore=True)  # fmt: skip

@@ -1,4 +1,5 @@
-"""The maths and data of the paper's contrastive objectives (InfoNCE, SAMI) over the 2x2 matrix of a pair.
+"""The maths and data of the objectives that score a pair's replies under its prompt and its negative prompt:
+the paper's InfoNCE and SAMI (over the 2x2 matrix of a pair), CCA, and the batches of ``guidance``.
 
 For a pair with prompt x, negative prompt x' (``negative_prompt``, written by ``mipo pairs``), chosen reply
 y+ (the reply to x) and rejected reply y- (the reply to x'), the matrix holds log π(reply | prompt):
@@ -13,7 +14,11 @@ each the sum (or the mean) of the reply's token log-probs. The diagonal is the t
 - SAMI (Fränken et al.): the same over the columns plus over the rows ("which reply belongs to this prompt"):
   ``(mean_rows CE + mean_columns CE) / 2``.
 
-The losses are small pure functions (``infonce_loss``, ``sami_loss``) checked by hand in the tests.
+- CCA (Chen et al., ICLR 2025, arXiv 2410.09347): unpaired, per row, with the reference π_ref (the starting
+  model) and D(y|p) = log π(y|p) - log π_ref(y|p) summed over the reply's tokens: y+ raised under its own prompt
+  x and lowered under x': ``-log σ(β D(y+|x)) - λ log σ(-β D(y+|x'))``.
+
+The losses are small pure functions (``infonce_loss``, ``sami_loss``, ``cca_loss``) checked by hand in the tests.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 REDUCTIONS = ("sum", "mean")
-# the order of a pair's four sequences in a batch: (prompt, reply) for rows x, x' and columns y+, y-
+# the order of a pair's four sequences in an InfoNCE/SAMI batch: (prompt, reply) for rows x, x' and columns y+, y-
 SEQUENCES = (("prompt", "chosen"), ("prompt", "rejected"), ("negative_prompt", "chosen"), ("negative_prompt", "rejected"))  # fmt: skip
 
 
@@ -50,6 +55,18 @@ def sami_loss(matrix: torch.Tensor, temperature: float) -> torch.Tensor:
     row_ce = -F.log_softmax(logits, dim=2).diagonal(dim1=1, dim2=2)  # (B, 2 prompts)
     column_ce = -F.log_softmax(logits, dim=1).diagonal(dim1=1, dim2=2)  # (B, 2 replies)
     return (row_ce.mean(dim=-1) + column_ce.mean(dim=-1)) / 2
+
+
+def cca_loss(
+    policy: torch.Tensor, reference: torch.Tensor, beta: float, negative_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 2) summed log-probs of y+ under (x, x'), the policy's and the reference's -> (B,) losses, and the
+    rewards β D(y+|x) and β D(y+|x') (DPO's ``chosen`` and ``rejected`` rewards, the rejected side being the
+    same reply under the negative prompt). ``negative_weight`` is CCA's λ."""
+    rewards = beta * (policy - reference)  # (B, 2)
+    chosen, rejected = rewards[:, 0], rewards[:, 1]
+    losses = -F.logsigmoid(chosen) - negative_weight * F.logsigmoid(-rejected)
+    return losses, chosen, rejected
 
 
 def pair_metrics(matrix: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,18 +130,21 @@ def tokenize_pair(row: dict[str, Any], tokenizer: Any, max_length: int | None) -
     }
 
 
-def collate_pairs(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Rows -> one right-padded batch of 4 sequences per pair, in ``SEQUENCES`` order (4B, T)."""
-    sequences, reply_lengths = [], []
+def collate_pairs(
+    rows: list[dict[str, Any]], pad_token_id: int, sequences: tuple[tuple[str, str], ...] = SEQUENCES
+) -> dict[str, torch.Tensor]:
+    """Rows -> one right-padded batch of S = len(``sequences``) (prompt, reply) sequences per pair, in that
+    order (S*B, T); ``completion_mask`` marks each sequence's reply tokens."""
+    token_ids, reply_lengths = [], []
     for row in rows:
-        for prompt, reply in SEQUENCES:
-            sequences.append(row[f"{prompt}_ids"] + row[f"{reply}_ids"])
+        for prompt, reply in sequences:
+            token_ids.append(row[f"{prompt}_ids"] + row[f"{reply}_ids"])
             reply_lengths.append(len(row[f"{reply}_ids"]))
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    completion_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, (ids, reply_length) in enumerate(zip(sequences, reply_lengths)):
+    width = max(len(s) for s in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for i, (ids, reply_length) in enumerate(zip(token_ids, reply_lengths)):
         input_ids[i, : len(ids)] = torch.tensor(ids)
         attention_mask[i, : len(ids)] = 1
         completion_mask[i, len(ids) - reply_length : len(ids)] = 1

@@ -1,0 +1,58 @@
+"""The maths of the ``guidance`` objective: token-level distillation of context-aware decoding (CAD).
+
+At every token t of a pair's chosen reply y+ (the model's own reply to x, or CAD's), the teacher is CAD's
+next-token distribution from the frozen reference (the starting model):
+
+    q_t = softmax((1 + A) l(.|x, y<t) - A l(.|x', y<t))        A = --cad-alpha, x' = the negative prompt
+
+built by ``mipo.engine.cad.context_aware_logits``, the function CAD decodes with, so that decoding and
+distillation share one definition. The policy π_θ(.|x, y<t) is pulled towards it by KL(q_t ‖ π_θ) per token.
+``--preserve W`` adds W x KL(p_ref(.|x', y-<t) ‖ π_θ(.|x', y-<t)) along the negative prompt's own reply y-:
+the model keeps what it does without the context.
+
+Every function takes (N, V) logits at N reply positions and is checked by hand in the tests.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mipo.engine.cad import context_aware_logits
+
+
+def teacher_log_probs(with_context: torch.Tensor, without: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N, V) reference logits under x and under x' -> (N, V) CAD's log-probs log q_t."""
+    return torch.log_softmax(context_aware_logits(with_context, without, alpha), dim=-1)
+
+
+def token_kl(target_log_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """(N, V) target log-probs and model logits -> (N,) KL(target ‖ softmax(logits)) per position, in nats."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return (target_log_probs.exp() * (target_log_probs - log_probs)).sum(dim=-1)
+
+
+def decision_weighted_mean(
+    values: torch.Tensor, decisions: torch.Tensor, decision_weight: float
+) -> torch.Tensor:
+    """(N,) per-token values -> their weighted mean, the positions where ``decisions`` is True weighing
+    ``decision_weight`` and the others 1: sum(w_t v_t) / sum(w_t). Dividing by the weights' sum keeps the
+    result a per-token mean (in nats per token; w = 1 gives the plain mean), whatever share of the tokens
+    are decisions."""
+    weights = torch.where(decisions, decision_weight, 1.0).to(values.dtype)
+    return (weights * values).sum() / weights.sum().clamp(min=1e-12)
+
+
+def guidance_loss(
+    logits: torch.Tensor,
+    with_context: torch.Tensor,
+    without: torch.Tensor,
+    alpha: float,
+    decision_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, V) policy logits under x, reference logits under x and under x' -> the loss (a scalar), the (N,)
+    per-token KL(q_t ‖ π_θ) and the (N,) decisions: the positions where the teacher's top token differs
+    from the policy's, which weigh ``decision_weight`` (``decision_weighted_mean``)."""
+    teacher = teacher_log_probs(with_context, without, alpha)
+    kl = token_kl(teacher, logits)
+    decisions = teacher.argmax(dim=-1) != logits.detach().argmax(dim=-1)
+    return decision_weighted_mean(kl, decisions, decision_weight), kl, decisions

@@ -1,0 +1,141 @@
+"""The config and trainer of ``guidance``: token-level distillation of context-aware decoding (CAD) into the
+policy, with the frozen reference as the teacher (the maths: ``mipo.training.objectives._guidance``).
+
+A batch holds, per pair, (x, y+) and (x', y+), and with ``--preserve`` (x', y-). The reference (the LoRA model
+with its adapters off, or with ``--full`` a frozen copy of the starting model) scores them all without
+gradients; the policy scores (x, y+) (and (x', y-)). Only the columns from the first one that predicts a reply
+token are projected through the vocabulary (``logits_to_keep``), and the teacher, the KL and the weights are
+computed on the (reply tokens, vocabulary) logits of those positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
+from mipo.training.objectives._guidance import guidance_loss, teacher_log_probs, token_kl
+
+OWN_REPLY = (("prompt", "chosen"), ("negative_prompt", "chosen"))  # y+ under x (policy, teacher) and x'
+NEGATIVE_REPLY = ("negative_prompt", "rejected")  # y- under x': the preservation term's sequence
+
+
+@dataclass
+class GuidanceConfig(PairConfig):
+    """``guidance``'s settings: the teacher's CAD strength, the preservation term, the decisions' weight."""
+
+    cad_alpha: float = field(
+        default=1.0,
+        metadata={
+            "help": "Teacher strength A (also --cad-alpha): the teacher is softmax((1+A) l(.|x) - A l(.|x')) from "
+            "the frozen reference, as mipo sample/eval --cad-alpha decode. A >= 0; 0 distils the reference itself."
+        },
+    )
+    preserve: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight W of KL(reference || policy) per token under the negative prompt, along its own "
+            "reply (the pair's rejected reply): keeps what the model does without the context. 0: off."
+        },
+    )
+    decision_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the positions where the teacher's top token differs from the policy's (the "
+            "others weigh 1; the loss stays a per-token mean). >= 1."
+        },
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not self.cad_alpha >= 0:  # NaN too
+            problems.append(f"cad_alpha must be >= 0, got {self.cad_alpha}")
+        if not self.preserve >= 0:
+            problems.append(f"preserve must be >= 0, got {self.preserve}")
+        if not self.decision_weight >= 1:
+            problems.append(f"decision_weight must be >= 1, got {self.decision_weight}")
+        return problems
+
+
+class GuidanceTrainer(PairTrainer):
+    """Per batch: the teacher from the reference's logits under x and x', the policy's under x, their KL."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._decisions = torch.zeros(2, dtype=torch.long)  # (taken, decided) since the last log
+
+    @staticmethod
+    def sequences(args) -> tuple[tuple[str, str], ...]:
+        return OWN_REPLY + ((NEGATIVE_REPLY,) if args.preserve > 0 else ())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        with_context, without, *negative_reply = sequence_groups(inputs, len(self.sequences(self.args)))
+        with self.reference(model) as reference_model:
+            reference = split_replies(reply_logits(reference_model, [with_context, without, *negative_reply]))
+        policy = split_replies(reply_logits(model, [with_context, *negative_reply]))
+        loss, kl, _ = guidance_loss(
+            policy[0], reference[0], reference[1], self.args.cad_alpha, self.args.decision_weight
+        )
+        metrics = {"kl": kl.detach().mean().reshape(1)}
+        if negative_reply:
+            preserve_kl = token_kl(torch.log_softmax(reference[2].float(), dim=-1), policy[1]).mean()
+            loss = loss + self.args.preserve * preserve_kl
+            metrics["preserve_kl"] = preserve_kl.detach().reshape(1)
+        if model.training:
+            self._record(metrics)
+            self._record_decisions(policy[0], reference[0], reference[1])
+            self._count_tokens(inputs)
+        return (loss, {"kl": kl}) if return_outputs else loss
+
+    def _record_decisions(self, policy, with_context, without) -> None:
+        """CAD's decisions (positions where the teacher's top token is not the reference's), and how many of
+        them the policy's top token takes: ``decisions`` in the log is their share since the last log."""
+        with torch.no_grad():
+            teacher_top = teacher_log_probs(with_context, without, self.args.cad_alpha).argmax(dim=-1)
+            decided = teacher_top != with_context.argmax(dim=-1)
+            taken = decided & (policy.argmax(dim=-1) == teacher_top)
+        counts = self.accelerator.gather_for_metrics(torch.stack([taken.sum(), decided.sum()]).reshape(1, 2))
+        self._decisions += counts.reshape(-1, 2).sum(dim=0).cpu()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            taken, decided = self._decisions.tolist()
+            if decided:
+                logs["decisions"] = taken / decided
+            self._decisions.zero_()
+        super().log(logs, start_time)
+
+
+def sequence_groups(inputs: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+    """A batch of ``count`` sequences per pair (pair by pair) -> ``count`` batches of one sequence per pair."""
+    width = inputs["input_ids"].shape[-1]
+    return [{k: v.view(-1, count, width)[:, i] for k, v in inputs.items()} for i in range(count)]
+
+
+def reply_logits(model, groups: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, list[int]]:
+    """Batches of right-padded (B, T) sequences, scored in one forward pass -> the (R, V) next-token logits at the
+    R positions that predict a reply token (group by group, row by row, token by token) and each group's R.
+
+    Only the last columns from the first that predicts a reply token are projected through the vocabulary
+    (``logits_to_keep`` as a count, which every transformers 5 causal LM takes), and the columns past the
+    longest sequence are dropped."""
+    batch = {k: torch.cat([g[k] for g in groups]) for k in ("input_ids", "attention_mask", "completion_mask")}
+    width = int(batch["attention_mask"].sum(dim=-1).max())
+    batch = {k: v[:, :width] for k, v in batch.items()}
+    predicts_reply = torch.zeros_like(batch["completion_mask"], dtype=torch.bool)
+    predicts_reply[:, :-1] = batch["completion_mask"][:, 1:].bool()
+    first = int(predicts_reply.any(dim=0).nonzero()[0])
+    outputs = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        logits_to_keep=width - first,
+        use_cache=False,
+    )
+    logits = outputs.logits[predicts_reply[:, first:]]  # (R, V)
+    return logits, [int(g["completion_mask"][:, 1:].sum()) for g in groups]
+
+
+def split_replies(scored: tuple[torch.Tensor, list[int]]) -> list[torch.Tensor]:
+    logits, counts = scored
+    return list(logits.split(counts))

@@ -1,0 +1,313 @@
+"""The guidance-target objectives (issue 25): CCA and token-level guidance distillation. The losses against
+numbers derived by hand, ``mipo train --objective cca|guidance`` for a step on the tiny model (LoRA and full),
+and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mipo.training.objectives._contrastive import cca_loss
+from mipo.training.objectives._guidance import decision_weighted_mean, guidance_loss, token_kl
+
+LN2, LN3 = math.log(2), math.log(3)
+
+
+def softplus(z: float) -> float:
+    return math.log1p(math.exp(z))
+
+
+def test_cca_loss_raises_the_reply_under_its_prompt_and_lowers_it_under_the_negative_one():
+    # summed log-probs of y+ under (x, x'): the policy's and the reference's, for 2 rows
+    policy = torch.tensor([[-10.0, -12.0], [-8.0, -9.0]])
+    reference = torch.tensor([[-11.0, -11.0], [-8.0, -10.0]])
+    losses, chosen, rejected = cca_loss(policy, reference, beta=0.5, negative_weight=2.0)
+    # row 1: D(y+|x) = 1, D(y+|x') = -1: -log σ(0.5) - 2 log σ(0.5) = 3 softplus(-0.5)
+    # row 2: D(y+|x) = 0, D(y+|x') = 1: -log σ(0) - 2 log σ(-0.5) = log 2 + 2 softplus(0.5)
+    expected = [3 * softplus(-0.5), LN2 + 2 * softplus(0.5)]
+    assert expected == pytest.approx([1.422231, 2.641301], abs=1e-6)
+    assert losses.tolist() == pytest.approx(expected, abs=1e-6)
+    assert chosen.tolist() == [0.5, 0.0] and rejected.tolist() == [-0.5, 0.5]  # β D, DPO's reward names
+    # at the start (policy = reference) every row costs (1 + λ) log 2
+    start, _, _ = cca_loss(reference, reference, beta=0.5, negative_weight=2.0)
+    assert start.tolist() == pytest.approx([3 * LN2, 3 * LN2], abs=1e-6)
+
+
+# Two reply positions over a 2-token vocabulary: the reference's logits with the context (x) and without (x'),
+# and the policy's. Position 1: p(.|x) = (1/2, 1/2), p(.|x') = (3/4, 1/4); position 2: (3/4, 1/4) and (1/2, 1/2).
+WITH_CONTEXT = torch.tensor([[0.0, 0.0], [LN3, 0.0]])
+WITHOUT = torch.tensor([[LN3, 0.0], [0.0, 0.0]])
+POLICY = torch.tensor([[LN2, 0.0], [LN3, 0.0]])  # (2/3, 1/3) and (3/4, 1/4)
+
+
+def test_guidance_distils_cads_token_distribution_by_hand():
+    # teacher q ∝ p(.|x)^2 / p(.|x') at A = 1: position 1 ∝ (1/4 / 3/4, 1/4 / 1/4) = (1/4, 3/4);
+    # position 2 ∝ (9/16 / 1/2, 1/16 / 1/2) = (9/10, 1/10)
+    kl_1 = 0.25 * math.log(0.25 / (2 / 3)) + 0.75 * math.log(
+        0.75 / (1 / 3)
+    )  # the teacher's top (2) != the policy's (1)
+    kl_2 = 0.9 * math.log(0.9 / 0.75) + 0.1 * math.log(0.1 / 0.25)  # both pick token 1
+    assert (kl_1, kl_2) == pytest.approx((0.362990, 0.072460), abs=1e-6)
+    loss, kl, decisions = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0)
+    assert kl.tolist() == pytest.approx([kl_1, kl_2], abs=1e-6)
+    assert decisions.tolist() == [True, False]
+    assert loss.item() == pytest.approx((kl_1 + kl_2) / 2, abs=1e-6)  # the mean per token
+    # decision_weight 5: the decision weighs 5, the other 1, and the sum is divided by the weights' sum (6)
+    weighted, _, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0, decision_weight=5.0)
+    assert weighted.item() == pytest.approx((5 * kl_1 + kl_2) / 6, abs=1e-6)
+    # A = 0: the teacher is the reference with the context itself, (1/2, 1/2) and (3/4, 1/4)
+    _, plain, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=0.0)
+    kl_plain_1 = 0.5 * math.log(0.5 / (2 / 3)) + 0.5 * math.log(0.5 / (1 / 3))
+    assert plain.tolist() == pytest.approx([kl_plain_1, 0.0], abs=1e-6)
+
+
+def test_the_preservation_kl_and_the_weighted_mean_by_hand():
+    # KL((1/2, 1/2) || (3/4, 1/4)) = 1/2 log(2/3) + 1/2 log 2 = 1/2 log(4/3)
+    base = torch.log_softmax(torch.tensor([[0.0, 0.0]]), dim=-1)
+    assert token_kl(base, torch.tensor([[LN3, 0.0]])).item() == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
+    values = torch.tensor([1.0, 2.0, 4.0])
+    assert decision_weighted_mean(values, torch.tensor([False, False, False]), 5.0).item() == pytest.approx(
+        7 / 3
+    )
+    assert decision_weighted_mean(values, torch.tensor([False, True, False]), 3.0).item() == pytest.approx(
+        11 / 5
+    )
+
+
+def test_reply_logits_are_those_of_the_full_forward(tiny_model_dir):
+    # the trainer projects only the columns from the first that predicts a reply token, then keeps those that do
+    from transformers import AutoModelForCausalLM
+
+    from mipo.training.objectives._guidance_trainer import reply_logits, sequence_groups, split_replies
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.randint(0, 1000, (4, 12))
+    completion = torch.zeros_like(ids)
+    completion[:, 7:] = 1
+    attention = torch.ones_like(ids)
+    completion[1, 10:] = attention[1, 10:] = 0  # a shorter reply, then padding
+    completion[3, :8] = completion[3, 11:] = attention[3, 11:] = 0  # a longer prompt, a shorter reply
+    inputs = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
+    groups = sequence_groups(inputs, 2)  # rows 0, 2 and rows 1, 3
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        first, second = split_replies(reply_logits(model, groups))
+    torch.testing.assert_close(first, torch.cat([full[0, 6:11], full[2, 6:11]]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(second, torch.cat([full[1, 6:9], full[3, 7:10]]), atol=1e-4, rtol=1e-4)
+
+
+# ---- mipo train --objective cca|guidance on the tiny model ----
+
+ONE_STEP = ["--batch-size", "8", "--max-length", "256", "--max_steps", "1"]
+
+
+def conversational_pair(prompt: str, negative: str, chosen: str, rejected: str) -> dict:
+    return {
+        "prompt": [{"role": "system", "content": prompt[0]}, {"role": "user", "content": prompt[1]}],
+        "negative_prompt": [{"role": "user", "content": negative}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
+def write_pairs(path: Path, count: int = 8, *, negative: bool = True, generation: dict | None = None) -> Path:
+    """``incomplete`` pairs: x = a context and a question, x' = the question alone."""
+    with path.open("w") as f:
+        for i in range(count):
+            question = f"What pet should I get, number {i}?"
+            row = conversational_pair(
+                (f"I like cats {i}.", question), question, f"A cat, since you like cats {i}.", f"A dog {i}."
+            )
+            if not negative:
+                del row["negative_prompt"]
+            f.write(json.dumps({"id": i, **row, **({"generation": generation} if generation else {})}) + "\n")
+    return path
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def train_once(cli, tmp_path: Path, model: Path, objective: str, *extra: str) -> tuple[Path, dict]:
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    out = tmp_path / "run"
+    args = ["train", "--model", model, "--pairs", pairs, "--out", out, "--objective", objective, *ONE_STEP]
+    code, stdout, err = cli(*args, *extra)
+    assert code == 0, err
+    assert "1 steps" in stdout
+    weights = "model.safetensors" if "--full" in extra else "adapter_model.safetensors"
+    for name in (weights, "tokenizer_config.json", "curves.png", "mipo_run.json", "train_summary.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoints").exists()
+    [metrics] = rows(out / "metrics.jsonl")
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 1 and summary["final_loss"] == metrics["loss"]
+    return out, metrics
+
+
+@pytest.mark.parametrize("extra", [[], ["--full"]])
+def test_cca_trains_a_step_with_lora_and_full_weights(tmp_path, tiny_model_dir, cli, extra):
+    out, metrics = train_once(cli, tmp_path, tiny_model_dir, "cca", *extra, "--negative_weight", "3")
+    # step 1: the policy is the reference (LoRA: B = 0; full: the frozen copy), so D = 0 and the loss is (1 + λ) log 2
+    assert metrics["loss"] == pytest.approx(4 * LN2, abs=1e-4)
+    assert metrics["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["num_tokens"] > 0
+    used = json.loads((out / "train_config.json").read_text())["cca_config"]
+    assert (used["beta"], used["negative_weight"], used["max_length"]) == (0.1, 3.0, 256)
+
+
+def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float) -> float:
+    """The mean per-token KL(CAD teacher || the model itself) over the chosen replies, from full forward passes."""
+    from mipo.engine.models import load_model
+    from mipo.engine.scoring import encode_response
+    from mipo.training.objectives._guidance import teacher_log_probs, token_kl
+
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    kls = []
+    for pair in rows(pairs):
+        reply = pair["chosen"][0]["content"]
+        logits = []
+        for prompt in (pair["prompt"], pair["negative_prompt"]):
+            prompt_ids, reply_ids = encode_response(tokenizer, prompt, reply)
+            with torch.no_grad():
+                full = model(input_ids=torch.tensor([prompt_ids + reply_ids])).logits[0]
+            logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply_ids) - 1])
+        kls.append(token_kl(teacher_log_probs(logits[0], logits[1], alpha), logits[0]))
+    return torch.cat(kls).mean().item()
+
+
+def test_guidance_trains_a_step_with_lora_from_the_teacher_of_the_reference(tmp_path, tiny_model_dir, cli):
+    out, metrics = train_once(cli, tmp_path, tiny_model_dir, "guidance", "--cad-alpha", "2")
+    # step 1: the policy is the base model, so the loss is the mean per-token KL(teacher || base), A = 2
+    expected = base_guidance_kl(tiny_model_dir, tmp_path / "pairs.jsonl", alpha=2.0)
+    assert expected > 1e-4
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-3)
+    assert metrics["kl"] == pytest.approx(expected, rel=1e-3)
+    assert metrics["decisions"] == 0.0  # the base model takes none of CAD's decisions
+    assert "preserve_kl" not in metrics and metrics["num_tokens"] > 0
+    used = json.loads((out / "train_config.json").read_text())["guidance_config"]
+    assert (used["cad_alpha"], used["preserve"], used["decision_weight"]) == (2.0, 0.0, 1.0)
+
+
+def test_guidance_with_full_weights_and_the_preservation_term(tmp_path, tiny_model_dir, cli):
+    # --full: the teacher comes from a frozen copy of the starting model; at step 1 the policy equals it, so the
+    # preservation term is 0; A = 0 makes the teacher that same model, so the whole loss is 0
+    out, metrics = train_once(
+        cli, tmp_path, tiny_model_dir, "guidance", "--full", "--cad-alpha", "0", "--preserve", "1",
+        "--decision_weight", "5",
+    )  # fmt: skip
+    assert metrics["loss"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["preserve_kl"] == pytest.approx(0.0, abs=1e-5)
+    used = json.loads((out / "train_config.json").read_text())["guidance_config"]
+    assert (used["cad_alpha"], used["preserve"], used["decision_weight"]) == (0.0, 1.0, 5.0)
+
+
+# ---- bad input: one line, exit 2, before any model loads and before OUT exists ----
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    import mipo.engine.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(mipo.engine.models, "load_model", refuse)
+
+
+def one_line_error(cli, tmp_path: Path, pairs: Path, *args: str) -> str:
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--pairs", pairs, "--out", out, *args)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    return err.strip()
+
+
+@pytest.mark.parametrize("objective", ["cca", "guidance"])
+def test_pairs_without_negative_prompt_are_refused(tmp_path, cli, no_model, objective):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", negative=False)
+    err = one_line_error(cli, tmp_path, pairs, "--objective", objective)
+    assert err == (
+        f"mipo train: error: {pairs}:1: field 'negative_prompt': missing (this objective needs it; mipo pairs "
+        "writes it in every row)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--cad-alpha", "-1"], "invalid GuidanceConfig: cad_alpha must be >= 0, got -1"),
+        (["--cad_alpha", "abc"], "dpo: cad_alpha must be float, got 'abc'"),
+        (["--cad-alpha", "abc"], "dpo: cad_alpha must be float, got 'abc'"),
+        (["--preserve", "-0.5"], "preserve must be >= 0, got -0.5"),
+        (["--decision_weight", "0.5"], "decision_weight must be >= 1, got 0.5"),
+        (["--decision_weight", "many"], "dpo: decision_weight must be float, got 'many'"),
+    ],
+)
+def test_bad_guidance_settings_are_one_line_errors(tmp_path, cli, no_model, args, expected):
+    err = one_line_error(
+        cli, tmp_path, write_pairs(tmp_path / "pairs.jsonl"), "--objective", "guidance", *args
+    )
+    assert expected in err
+
+
+def test_bad_cca_settings_and_guidance_settings_elsewhere_are_one_line_errors(tmp_path, cli, no_model):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    err = one_line_error(cli, tmp_path, pairs, "--objective", "cca", "--negative_weight", "-1")
+    assert "negative_weight must be >= 0, got -1" in err
+    err = one_line_error(cli, tmp_path, pairs, "--objective", "dpo", "--cad-alpha", "1")
+    assert "unknown DPOConfig field(s) ['cad_alpha']" in err
+
+
+def test_preserve_refuses_pairs_whose_rejected_reply_is_not_the_negative_prompts(tmp_path, cli, no_model):
+    # mipo pairs --select pmi --rejected lowest: the rejected reply is the lowest-PMI reply to x itself
+    pairs = write_pairs(tmp_path / "pairs.jsonl", generation={"select": "pmi", "rejected": "lowest"})
+    err = one_line_error(cli, tmp_path, pairs, "--objective", "guidance", "--preserve", "1")
+    assert err == (
+        f"mipo train: error: {pairs}:1: field 'rejected': is not the negative prompt's own reply "
+        "(generation.rejected: 'lowest'); --preserve needs it: pairs made with --rejected negative"
+    )
+
+
+def test_a_resumed_guidance_run_reaches_the_same_losses(tmp_path, tiny_model_dir):
+    from transformers import TrainerCallback
+
+    from mipo.training.config import TrainConfig
+    from mipo.training.trainer import train
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 16)
+
+    def config(out: str, **kw) -> TrainConfig:
+        return TrainConfig(
+            model=str(tiny_model_dir), pairs=str(pairs), out=str(tmp_path / out), objective="guidance",
+            max_steps=4, save_steps=2, batch_size=4, max_length=64, learning_rate=1e-2,
+            dpo={"cad_alpha": 2.0, "preserve": 1.0, "decision_weight": 3.0}, **kw,
+        )  # fmt: skip
+
+    whole = rows(train(config("whole")) / "metrics.jsonl")
+
+    class Interrupt(Exception):
+        pass
+
+    class StopAtThree(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Interrupt  # after the step-2 checkpoint
+
+    with pytest.raises(Interrupt):
+        train(config("cut"), callbacks=[StopAtThree()])
+    cut = rows(train(config("cut", resume=True)) / "metrics.jsonl")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4]
+    assert whole[-1]["kl"] < whole[0]["kl"]  # lr 1e-2 on 16 pairs: the policy moves towards the teacher
+    for a, b in zip(whole, cut, strict=True):  # the same adapter initialisation and data order, then resumed
+        for key in ("loss", "kl", "preserve_kl", "decisions"):
+            assert b[key] == pytest.approx(a[key], abs=1e-5), key
