@@ -118,3 +118,22 @@ def test_bad_controls_are_one_line_errors_before_anything_is_written(tmp_path, c
     code, _, err = cli("train", "--pairs", write_pairs(tmp_path / "pairs.jsonl"), "--out", out, *flags)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_the_length_controls_change_what_is_learned(tmp_path, tiny_model_dir, cli):
+    """mipo's one-copy-of-the-prompt forward hands TRL its usual per-token log-probs and masks, so TRL's
+    length controls act on them: after one step at a high rate, the second step's loss differs from DPO's."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+
+    def second_loss(*flags: str) -> float:
+        out = tmp_path / "-".join(["run", *flags]).replace("--", "")
+        code, _, err = cli(
+            "train", "--model", tiny_model_dir, "--pairs", pairs, "--out", out, "--max_steps", "2",
+            "--batch-size", "4", "--max-length", "128", "--lr", "1e-2", "--no-ref-cache", *flags,
+        )  # fmt: skip
+        assert code == 0, err
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1]["loss"]
+
+    plain = second_loss()
+    assert second_loss("--ld_alpha", "0") != pytest.approx(plain, rel=1e-3)
+    assert second_loss("--loss_type", "sigmoid_norm") != pytest.approx(plain, rel=1e-3)
