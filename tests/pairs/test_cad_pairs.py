@@ -82,7 +82,7 @@ def test_cad_pairs_choose_cads_reply_and_reject_the_plain_reply_without_the_cont
     summary, rows = cad_pairs(tiny_model_dir, tmp_path, cad_alpha=2.0, cad_plausibility=0.01)
     cad, plain_without, _ = expected_replies(tiny, 2.0, 0.01)
     with_context, without = conversations()
-    assert cad != [p[0] for p in expected_replies(tiny, 0.0)[0]]  # CAD changed what was decoded
+    assert cad != expected_replies(tiny, 0.0)[0]  # CAD changed what was decoded (A = 0: the plain replies)
     kept = [i for i in range(4) if cad[i] != plain_without[i] and cad[i] and plain_without[i]]
     assert kept, "no pair kept"
     assert sorted(rows) == [f"q{i}" for i in kept] and summary.pairs == len(kept)

@@ -63,6 +63,7 @@ def test_every_instruction_type_is_checked_by_ifevals_code_with_no_downloaded_da
     import socket
 
     import nltk
+    from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
     # No network and no NLTK data: an instruction that needs either (number_sentences: punkt) fails here.
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
@@ -75,8 +76,7 @@ def test_every_instruction_type_is_checked_by_ifevals_code_with_no_downloaded_da
             ifeval.score(item([(instruction_id, kwargs)]), reply) for reply in (following, violating, " ")
         ]
         assert [s["score"] for s in scored] == [1.0, 0.0, 0.0], instruction_id
-        checker = __import__("if_verifiable.ifeval.instructions_registry", fromlist=["x"]).INSTRUCTION_DICT
-        own = checker[instruction_id](instruction_id)
+        own = INSTRUCTION_DICT[instruction_id](instruction_id)
         own.build_description(**kwargs)
         assert own.check_following(following) and not own.check_following(violating), instruction_id
 
