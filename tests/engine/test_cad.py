@@ -25,9 +25,12 @@ def pairs_of_conversations():
     return with_context, [[{"role": "user", "content": q}] for q in QUESTIONS]
 
 
-def reference_cad_greedy(model, tokenizer, alpha: float, steps: int) -> list[list[int]]:
+def reference_cad_greedy(
+    model, tokenizer, alpha: float, steps: int, plausibility: float | None = None
+) -> list[list[int]]:
     """CAD by hand: full forward passes over each prompt (with and without context) plus the tokens so far;
-    ``steps`` tokens each, stop tokens included (the tiny random model's greedy reply stops at once)."""
+    ``steps`` tokens each, stop tokens included (the tiny random model's greedy reply stops at once). With
+    ``plausibility`` τ, the argmax is taken over the tokens with p(v|x,c) >= τ max p(.|x,c) only."""
     import torch
 
     from mipo.engine.generation import encode_conversations
@@ -43,12 +46,17 @@ def reference_cad_greedy(model, tokenizer, alpha: float, steps: int) -> list[lis
                 a = model(input_ids=torch.tensor([ctx_ids + new])).logits[0, -1].float()
                 b = model(input_ids=torch.tensor([plain_ids + new])).logits[0, -1].float()
             scores = (1 + alpha) * torch.log_softmax(a, -1) - alpha * torch.log_softmax(b, -1)
+            if plausibility is not None:
+                probs = torch.softmax(a, -1)
+                scores[probs < plausibility * probs.max()] = float("-inf")
             new.append(int(scores.argmax()))
         out.append(new)
     return out
 
 
-def decode_tokens(model, tokenizer, alpha: float | None, steps: int) -> list[list[int]]:
+def decode_tokens(
+    model, tokenizer, alpha: float | None, steps: int, plausibility: float | None = None
+) -> list[list[int]]:
     """The engine's decode loop on the same prompts (two rows per batch), with no stop token."""
     import torch
 
@@ -63,6 +71,7 @@ def decode_tokens(model, tokenizer, alpha: float | None, steps: int) -> list[lis
     ]
     settings = dict(stops=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, temperature=0, top_p=1.0)
     settings |= dict(max_new_tokens=steps, drop_finished=True, stats=GenerationStats(), cad_alpha=alpha)
+    settings["cad_plausibility"] = plausibility
     return [
         tokens for first in (0, 2) for tokens in _decode_batch(model, jobs[first : first + 2], **settings)
     ]
@@ -222,3 +231,162 @@ def test_eval_cad_alpha_on_items_without_context_is_refused_before_loading(tmp_p
     ), err
     code, _, err = cli("eval", "--task", "prefs", "--cad-alpha", "-0.5", "--out", tmp_path / "o")
     assert code == 2 and "--cad-alpha must be >= 0" in err, err
+
+
+def test_cad_greedy_equals_transformers_classifier_free_guidance(tiny):
+    """transformers' ``UnbatchedClassifierFreeGuidanceLogitsProcessor`` scores ``g (log p(.|x,c) - log
+    p(.|x')) + log p(.|x')``: with g = 1 + A and x' the prompt without its context that is ``(1 + A) log
+    p(.|x,c) - A log p(.|x)``, CAD's score up to a constant per row (mipo's adds the log-normaliser of
+    p(.|x,c)). Not the same floats, so the test claims what they agree on: the greedy tokens, prompt by
+    prompt (transformers' negative branch takes one unpadded prompt), 8 steps each with no stop token."""
+    import torch
+
+    from mipo.engine.generation import encode_conversations
+
+    model, tokenizer = tiny
+    with_context, without = pairs_of_conversations()
+    steps = 8
+    for alpha in (0.5, 1.0, 50.0):
+        ours = decode_tokens(model, tokenizer, alpha, steps)
+        for row, (ids, plain) in enumerate(
+            zip(encode_conversations(tokenizer, with_context), encode_conversations(tokenizer, without))
+        ):
+            out = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                guidance_scale=1 + alpha,
+                negative_prompt_ids=torch.tensor([plain]),
+                do_sample=False,
+                max_new_tokens=steps,
+                eos_token_id=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            theirs = out[0, len(ids) :].tolist()
+            assert len(theirs) == steps and theirs == ours[row], (alpha, row)
+    assert decode_tokens(model, tokenizer, 50.0, steps) != decode_tokens(model, tokenizer, None, steps)
+
+
+def test_plausibility_keeps_only_tokens_near_the_top_probability_with_the_context():
+    import math
+
+    import torch
+
+    from mipo.engine.cad import context_aware_logits
+
+    # p(.|x,c) = (0.5, 0.3, 0.15, 0.05); without the context token 3 is far rarer still, so CAD lifts it.
+    with_context = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    without = torch.tensor([[0.45, 0.3, 0.2499, 0.0001]]).log()
+    plain_cad = context_aware_logits(with_context, without, 2.0)
+    expected = with_context + 2.0 * (with_context - without)  # with_context is normalised already
+    assert torch.allclose(plain_cad, expected) and int(plain_cad.argmax()) == 3
+    assert context_aware_logits(with_context, without, 2.0, plausibility=None).equal(plain_cad)
+    # τ = 0.5 keeps p >= 0.25: tokens 0 and 1, their CAD scores unchanged; the others can never be picked.
+    constrained = context_aware_logits(with_context, without, 2.0, plausibility=0.5)
+    assert constrained[0, :2].equal(plain_cad[0, :2])
+    assert math.isinf(constrained[0, 2]) and math.isinf(constrained[0, 3]) and constrained[0, 3] < 0
+    assert int(constrained.argmax()) == 0  # 0.5 * (0.5/0.45)^2 beats 0.3 * 1^2
+    # τ = 0.1 keeps p >= 0.05: all four (token 3 sits exactly at the bound); τ = 1: only the top token.
+    assert context_aware_logits(with_context, without, 2.0, plausibility=0.1).equal(plain_cad)
+    top_only = context_aware_logits(with_context, without, 2.0, plausibility=1.0)
+    assert torch.isinf(top_only).tolist() == [[False, True, True, True]]
+    # A sample never leaves the head: pick_tokens at temperature 1 over many draws.
+    from mipo.engine.token_choice import pick_tokens
+
+    rows = constrained.expand(200, -1)
+    picks = pick_tokens(rows, 1.0, 1.0, torch.linspace(0, 0.999, 200, dtype=torch.float64))
+    assert set(picks.tolist()) == {0, 1}
+
+
+def test_plausibility_on_the_tiny_model_equals_a_hand_rolled_reference(tiny):
+    model, tokenizer = tiny
+    for tau in (0.05, 0.3):
+        expected = reference_cad_greedy(model, tokenizer, 50.0, 6, plausibility=tau)
+        assert decode_tokens(model, tokenizer, 50.0, 6, plausibility=tau) == expected
+    # τ = 1 leaves only the top token of p(.|x,c): CAD then decodes exactly the plain greedy reply.
+    assert decode_tokens(model, tokenizer, 50.0, 6, plausibility=1.0) == decode_tokens(
+        model, tokenizer, None, 6
+    )
+    assert decode_tokens(model, tokenizer, 50.0, 6) != decode_tokens(model, tokenizer, None, 6)
+
+
+def test_sample_cad_plausibility_writes_its_replies_and_is_in_the_fingerprint(
+    tmp_path, tiny_model_dir, tiny, cli
+):
+    from mipo.engine.generation import generate_responses
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "s.jsonl"
+    flags = ["--model", tiny_model_dir, "--prompts", prompts, "--temperature", "1", "--max-new-tokens", "6"]
+    flags += ["--no-progress", "--workers", "1", "--cad-alpha", "3"]
+    code, _, err = cli("sample", *flags, "--out", out, "--cad-plausibility", "0.2")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    with_context, without = pairs_of_conversations()
+    kwargs = dict(temperature=1.0, max_new_tokens=6, progress=False, workers=1, cad_alpha=3.0)
+    kwargs["without_context"] = without
+    assert [r["responses"] for r in rows] == generate_responses(
+        *tiny, with_context, cad_plausibility=0.2, **kwargs
+    )
+    assert rows[0]["generation"]["cad_plausibility"] == 0.2
+    from mipo.sampling.replies import SampleConfig
+
+    def job(**changes):
+        return SampleConfig(prompts=str(prompts), out=str(out), cad_alpha=3.0, **changes).fingerprint()
+
+    assert job(cad_plausibility=0.2) != job(cad_plausibility=0.5) != job()
+    assert "cad_plausibility" not in job()  # runs from before the setting resume
+
+
+def test_eval_passes_plausibility_to_the_engine_for_the_model_only():
+    from types import SimpleNamespace
+
+    from mipo.evaluation.answers import generate
+    from mipo.prompts.records import PromptRecord
+
+    calls = []
+
+    class Engine:
+        def generate(self, conversations, **kwargs):
+            calls.append(kwargs)
+            return [["reply"] for _ in conversations]
+
+    settings = dict(cad_alpha=1.0, cad_plausibility=0.1, context_mode="system", sampling_temperature=0.0)
+    config = SimpleNamespace(**settings, top_p=1.0, max_new_tokens=4, batch_size=2, workers=1)
+    item = PromptRecord(id="a", prompt="Q?", context="Be brief.")
+    generate(config, Engine(), [item.prompt], 0, None, [item])
+    generate(config, Engine(), [item.prompt], 0, None, None)  # the baseline: no CAD at all
+    assert calls[0]["cad_alpha"] == 1.0 and calls[0]["cad_plausibility"] == 0.1
+    assert calls[0]["without_context"] == [[{"role": "user", "content": "Q?"}]]
+    assert "cad_plausibility" not in calls[1] and "cad_alpha" not in calls[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        (
+            "sample",
+            ["--cad-alpha", "1", "--cad-plausibility", "0"],
+            "--cad-plausibility must be in (0, 1], got 0.0",
+        ),
+        ("sample", ["--cad-alpha", "1", "--cad-plausibility", "1.5"], "--cad-plausibility must be in (0, 1]"),
+        ("sample", ["--cad-plausibility", "0.1"], "--cad-plausibility constrains context-aware decoding"),
+        ("eval", ["--cad-alpha", "1", "--cad-plausibility", "-0.1"], "--cad-plausibility must be in (0, 1]"),
+        ("eval", ["--cad-plausibility", "0.5"], "add --cad-alpha"),
+        ("pairs", ["--strategy", "cad", "--cad-plausibility", "2"], "--cad-plausibility must be in (0, 1]"),
+    ],
+)
+def test_bad_cad_plausibility_is_a_one_line_error_before_loading(
+    tmp_path, cli, monkeypatch, command, args, message
+):
+    import mipo.engine.models
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(mipo.engine.models, "load_model", no_loading)
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    source = ["--task", "prefs"] if command == "eval" else ["--prompts", prompts]
+    out = tmp_path / ("o" if command == "eval" else "o.jsonl")
+    code, _, err = cli(command, *source, "--out", out, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not out.exists()

@@ -1,34 +1,57 @@
 """Context-aware decoding (CAD; Shi et al., 2023): each token from ``(1 + A) log p(.|x, c) - A log p(.|x)``,
 the prompt with its context contrasted with the same prompt without it. The hf engine decodes both sides in
-lockstep (``mipo.engine.generation``); ``mipo sample`` and ``mipo eval`` take ``--cad-alpha``."""
+lockstep (``mipo.engine.generation``); ``mipo sample`` and ``mipo eval`` take ``--cad-alpha``, ``mipo pairs`` its
+``cad`` strategy, all three ``--cad-plausibility`` (the adaptive plausibility constraint of contrastive
+decoding, Li et al., 2023)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
 
-def context_aware_logits(with_context: torch.Tensor, without: torch.Tensor, alpha: float) -> torch.Tensor:
+PLAUSIBILITY_HELP = (
+    "context-aware decoding: only tokens with p(v|x,c) >= TAU * max p(.|x,c) may be chosen, TAU in (0, 1] "
+    "(the adaptive plausibility constraint of contrastive decoding; default: none)"
+)
+
+
+def context_aware_logits(
+    with_context: torch.Tensor, without: torch.Tensor, alpha: float, *, plausibility: float | None = None
+) -> torch.Tensor:
     """Context-aware decoding (Shi et al., 2023): ``(1 + α) log p(·|x, c) − α log p(·|x)`` (B, V), which
     boosts the tokens the context makes likelier: the context PMI, raised at inference time.
 
     Computed as ``logits(x, c) + α (log p(·|x, c) − log p(·|x))``, which differs from it by a constant per
     row (the log-normaliser of ``p(·|x, c)``), so sampling and top-p see the same distribution; at α = 0 it
-    is the plain logits bit for bit, so CAD at α = 0 decodes exactly as plain decoding."""
+    is the plain logits bit for bit, so CAD at α = 0 decodes exactly as plain decoding.
+
+    ``plausibility`` τ in (0, 1] (Li et al., 2023, contrastive decoding): only tokens with
+    ``p(v|x, c) >= τ · max p(·|x, c)`` may be chosen; the others get −inf. The contrast can otherwise lift a
+    token the model itself finds implausible (a rare token that is rarer still without the context)."""
     import torch
 
     with_context = with_context.float()
-    contrast = torch.log_softmax(with_context, dim=-1) - torch.log_softmax(without.float(), dim=-1)
-    return with_context + alpha * contrast
+    log_probs = torch.log_softmax(with_context, dim=-1)  # (B, V)
+    scores = with_context + alpha * (log_probs - torch.log_softmax(without.float(), dim=-1))
+    if plausibility is None:
+        return scores
+    # log p(v) >= log τ + max log p: the head of p(.|x, c); its top token always stays.
+    head = log_probs >= log_probs.max(dim=-1, keepdim=True).values + math.log(plausibility)
+    return scores.masked_fill(~head, float("-inf"))
 
 
-def cad_problems(cad_alpha: float | None, backend: str, *, with_context: bool = True) -> list[str]:
-    """What makes ``--cad-alpha`` unusable, before any model loads (``mipo sample`` and ``mipo eval``)."""
+def cad_problems(
+    cad_alpha: float | None, backend: str, *, with_context: bool = True, plausibility: float | None = None
+) -> list[str]:
+    """What makes ``--cad-alpha`` (and ``--cad-plausibility``) unusable, before any model loads (``mipo
+    sample``, ``mipo eval``, ``mipo pairs --strategy cad``)."""
+    problems = plausibility_problems(plausibility, cad_alpha)
     if cad_alpha is None:
-        return []
-    problems = []
+        return problems
     if cad_alpha < 0:
         problems.append(f"--cad-alpha must be >= 0, got {cad_alpha}")
     if backend != "hf":
@@ -38,6 +61,16 @@ def cad_problems(cad_alpha: float | None, backend: str, *, with_context: bool = 
             "--cad-alpha contrasts the prompt with and without its context: drop --no-with-context"
         )
     return problems
+
+
+def plausibility_problems(plausibility: float | None, cad_alpha: float | None) -> list[str]:
+    if plausibility is None:
+        return []
+    if not 0 < plausibility <= 1:
+        return [f"--cad-plausibility must be in (0, 1], got {plausibility}"]
+    if cad_alpha is None:
+        return ["--cad-plausibility constrains context-aware decoding: add --cad-alpha A"]
+    return []
 
 
 def require_contexts(records, path: str, context_field: str) -> None:
@@ -50,7 +83,9 @@ def require_contexts(records, path: str, context_field: str) -> None:
             raise InputError(path, message, line=record.line, field=context_field)
 
 
-def cad_arguments(cad_alpha: float | None, records, context_mode: str) -> dict:
+def cad_arguments(
+    cad_alpha: float | None, records, context_mode: str, plausibility: float | None = None
+) -> dict:
     """The engine's context-aware decoding arguments for ``records`` (``mipo sample`` and ``mipo eval``):
     none without --cad-alpha (or without records), so any engine then serves."""
     from mipo.prompts.records import to_conversation
@@ -58,4 +93,5 @@ def cad_arguments(cad_alpha: float | None, records, context_mode: str) -> dict:
     if cad_alpha is None or records is None:
         return {}
     plain = [to_conversation(r, context_mode=context_mode, with_context=False) for r in records]
-    return {"cad_alpha": cad_alpha, "without_context": plain}
+    arguments = {"cad_alpha": cad_alpha, "without_context": plain}
+    return arguments | ({"cad_plausibility": plausibility} if plausibility is not None else {})

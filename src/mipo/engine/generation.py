@@ -162,6 +162,7 @@ def generate_responses(
     workers: int | None = None,
     cad_alpha: float | None = None,
     without_context: list[Conversation] | None = None,
+    cad_plausibility: float | None = None,
 ) -> list[list[str]]:
     """Return ``num_samples`` responses per conversation, in input order. ``temperature=0`` is greedy.
 
@@ -170,7 +171,8 @@ def generate_responses(
     the number of ``workers`` (decode processes of one thread each on a CPU; default: one per core).
 
     ``cad_alpha`` (hf only): context-aware decoding, each token picked from ``(1 + α) log p(·|x, c) −
-    α log p(·|x)``; ``without_context[i]`` is ``conversations[i]`` without its context.
+    α log p(·|x)``; ``without_context[i]`` is ``conversations[i]`` without its context; ``cad_plausibility`` τ
+    keeps only tokens with ``p(v|x, c) >= τ max p(·|x, c)`` (``mipo.engine.cad.context_aware_logits``).
 
     ``backend`` other than ``hf``: ``model`` is what that backend loads (``mipo.engine.backends.load_engine``).
     """
@@ -180,6 +182,8 @@ def generate_responses(
         raise ConfigError(
             "cad_alpha needs backend 'hf', a value >= 0 and each conversation without its context"
         )
+    if cad_plausibility is not None and cad_alpha is None:
+        raise ConfigError("cad_plausibility constrains context-aware decoding: it needs cad_alpha")
     if without_context is not None and len(without_context) != len(conversations):
         raise ConfigError(f"{len(without_context)} conversations without context for {len(conversations)}")
     stats = stats if stats is not None else GenerationStats()
@@ -201,6 +205,7 @@ def generate_responses(
         workers=workers,
         cad_alpha=cad_alpha,
         without_context=without_context,
+        cad_plausibility=cad_plausibility,
     )
 
 
@@ -248,6 +253,7 @@ def _generate_hf(
     workers: int | None,
     cad_alpha: float | None = None,
     without_context: list[Conversation] | None = None,
+    cad_plausibility: float | None = None,
 ) -> list[list[str]]:
     import torch
     from tqdm.auto import tqdm
@@ -264,6 +270,7 @@ def _generate_hf(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
     settings = {"stops": stops, "pad_id": pad_id, "temperature": temperature, "top_p": top_p}
     settings |= {"max_new_tokens": max_new_tokens, "drop_finished": drop_finished, "cad_alpha": cad_alpha}
+    settings["cad_plausibility"] = cad_plausibility
     # A reply's seed comes from its prompt as given (with its context): CAD at α = 0 samples as plain decoding.
     jobs = [(encoded[i], row_seed(seed, encoded[i], s)) for i, s in rows]
     if cad_alpha is not None:
@@ -368,6 +375,7 @@ def _decode_batch(
     drop_finished: bool,
     stats: GenerationStats,
     cad_alpha: float | None = None,
+    cad_plausibility: float | None = None,
 ) -> list[list[int]]:
     """Decode one left-padded batch of ``(prompt ids, row seed)`` with the model's KV cache; returns each
     row's new tokens (stop token cut). With ``cad_alpha``, rows are ``(prompt ids, row seed, ids of the
@@ -394,7 +402,9 @@ def _decode_batch(
                 torch.tensor([g.random() for g in streams], dtype=torch.float64) if temperature > 0 else None
             )
             scores = (
-                all_logits[0].float() if cad_alpha is None else context_aware_logits(*all_logits, cad_alpha)
+                all_logits[0].float()
+                if cad_alpha is None
+                else context_aware_logits(*all_logits, cad_alpha, plausibility=cad_plausibility)
             )
             chosen = pick_tokens(scores, temperature, top_p, uniforms)  # (B,)
             new_tokens[live, step] = chosen.masked_fill(done, -1)

@@ -106,7 +106,12 @@ def generate(config, engine, conversations, seed: int, stats, cad_items=None) ->
 
     responses = engine.generate(
         conversations,
-        **cad_arguments(getattr(config, "cad_alpha", None), cad_items, config.context_mode),
+        **cad_arguments(
+            getattr(config, "cad_alpha", None),
+            cad_items,
+            config.context_mode,
+            getattr(config, "cad_plausibility", None),
+        ),
         temperature=config.sampling_temperature,
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,

@@ -102,7 +102,11 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         **{name: getattr(config, name) for name in OUTPUT_SETTINGS},
         against=config.against,
         context_effect=config.context_effect,
-        **({"cad_alpha": config.cad_alpha} if getattr(config, "cad_alpha", None) is not None else {}),
+        **{
+            name: getattr(config, name)
+            for name in ("cad_alpha", "cad_plausibility")
+            if getattr(config, name, None) is not None
+        },
         environment=reply_environment(config.device, config.workers, config.backend, config.dtype),
     )
 

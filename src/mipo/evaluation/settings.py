@@ -9,6 +9,7 @@ from typing import Any
 from mipo.core.config import option, require
 from mipo.engine.backends import BACKENDS
 from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
+from mipo.engine.cad import PLAUSIBILITY_HELP
 from mipo.engine.models import DEFAULT_MODEL
 from mipo.evaluation.judges.settings import JudgeSettings
 from mipo.tasks import CONTEXT_MODES, Task, split_task_list, task_list_help
@@ -146,11 +147,13 @@ class EvalConfig(ScoringSettings, JudgeSettings):
         "context-aware decoding for --model (the baseline decodes plainly): (1+A) log p(.|x,c) - A log p(.|x), "
         "A >= 0; every item needs a context (mipo.engine.cad)",
     )
+    cad_plausibility: float | None = option(None, PLAUSIBILITY_HELP)
 
     def problems(self) -> list[str]:
         from mipo.engine.cad import cad_problems
 
-        problems = super().problems() + cad_problems(self.cad_alpha, self.backend)
+        problems = super().problems()
+        problems += cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
         if not self.task_names:
             problems.append("task: name at least one task")
         from mipo.evaluation.judge_task import judge_task_problems

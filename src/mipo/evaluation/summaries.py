@@ -114,7 +114,7 @@ def summary(config: EvalConfig, task: Task, by_seed: dict[int, Rows]) -> dict[st
         scores, confidence=config.confidence, n_resamples=config.n_bootstrap, seed=config.seeds[0]
     )
     result["per_seed"] = {str(s): sum(r["score"] for r in rows) / len(rows) for s, rows in by_seed.items()}
-    if task.name == "prefs":
+    if all("preferences" in row for rows in by_seed.values() for row in rows):  # prefs, ifeval
         per_type: dict[str, list[bool]] = defaultdict(list)
         for rows in by_seed.values():
             for row in rows:

@@ -31,7 +31,7 @@ from mipo.pairs.output import (
     reply_cache_path,
     reply_cache_paths,
 )
-from mipo.pairs.plan import Plan, make_plan, needed_units, unit_samples
+from mipo.pairs.plan import Plan, check_negatives, make_plan, needed_units, unit_contrast, unit_samples
 from mipo.pairs.rows import Output, emit_pairs, finish_pairs
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
     job = config.fingerprint()
     check_output(out, config, job, rank, barrier)
     records = config.load_records(group_field=config.group_field)
+    check_negatives(records, config)
     engine = _load_engine(config)
     plan = make_plan(records, config, engine)
     summary = PairsSummary(path=out, dropped={"too long for the model": plan.skipped})
@@ -109,10 +110,17 @@ def _generate_chunks(
             if c % world != rank:
                 continue
             missing = [k for k in chunk if k in needed and k not in cached]
-            for samples in sorted({unit_samples(k, config) for k in missing}):
-                keys = [k for k in missing if unit_samples(k, config) == samples]
+            # A call decodes units alike: the same number of samples, all with CAD (``cad``'s chosen) or none.
+            kinds = sorted({(unit_samples(k, config), unit_contrast(plan, k) is not None) for k in missing})
+            for samples, contrasted in kinds:
+                keys = [
+                    k
+                    for k in missing
+                    if (unit_samples(k, config), unit_contrast(plan, k) is not None) == (samples, contrasted)
+                ]
                 conversations = [plan.conversations[k] for k in keys]
-                responses = _generate(engine, conversations, config, samples, summary)
+                contrasts = [unit_contrast(plan, k) for k in keys] if contrasted else None
+                responses = _generate(engine, conversations, config, samples, summary, contrasts)
                 cached.update(zip(keys, responses))
                 append_responses(cache_file, cache_path, keys, responses)
             bar.update(len(chunk))
@@ -124,10 +132,22 @@ def _generate_chunks(
 
 
 def _generate(
-    engine, conversations: list[Conversation], config: PairsConfig, samples: int, summary: PairsSummary
+    engine,
+    conversations: list[Conversation],
+    config: PairsConfig,
+    samples: int,
+    summary: PairsSummary,
+    contrasts: list[Conversation] | None = None,
 ):
+    """Replies to ``conversations``; with ``contrasts`` (``cad``'s chosen replies), context-aware decoding
+    of each conversation against its contrast (the same prompt without its context)."""
+    cad = {}
+    if contrasts is not None:
+        cad = {"cad_alpha": config.cad_alpha, "without_context": contrasts}
+        cad |= {"cad_plausibility": config.cad_plausibility} if config.cad_plausibility is not None else {}
     return engine.generate(
         conversations,
+        **cad,
         num_samples=samples,
         temperature=config.temperature,
         top_p=config.top_p,

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from mipo.core.config import option, require
+from mipo.engine.cad import PLAUSIBILITY_HELP, cad_problems
 from mipo.engine.generation import GenerationJob, GenerationStats
-from mipo.pairs.strategies import STRATEGIES
+from mipo.pairs.strategies import STRATEGIES, chosen_contrast
 
 Conversation = list[dict[str, str]]
 
@@ -17,6 +18,11 @@ SELECTIONS = ("first", "pmi")
 
 
 REJECTED_REPLIES = ("lowest", "negative")
+
+
+CAD_REJECTED = ("without-context", "with-context")
+
+DEFAULT_CAD_ALPHA = 1.0
 
 
 @dataclass
@@ -41,6 +47,17 @@ class PairsConfig(GenerationJob):
         "candidate (lowest)",
         choices=REJECTED_REPLIES,
     )
+    cad_alpha: float | None = option(
+        None,
+        "cad: the chosen reply decodes from (1+A) log p(.|x,c) - A log p(.|x), A >= 0 (default 1; hf backend)",
+    )
+    cad_plausibility: float | None = option(None, "cad: " + PLAUSIBILITY_HELP)
+    cad_rejected: str = option(
+        "without-context",
+        "cad: the rejected reply is the plain reply to the prompt without its context (without-context) or "
+        "with it (with-context: the pair then differs only by CAD's tilt)",
+        choices=CAD_REJECTED,
+    )
 
     def __post_init__(self) -> None:
         problems = self.problems(counts=("samples", "negatives"))
@@ -56,15 +73,53 @@ class PairsConfig(GenerationJob):
             )
         if self.select == "pmi" and self.backend != "hf":
             problems.append("--select pmi scores replies with the model itself: it needs --backend hf")
+        problems += self._cad_problems()
         require(problems)
+
+    @property
+    def contrasts_chosen(self) -> bool:
+        """Whether the strategy's chosen replies decode with CAD (``cad``)."""
+        return self.strategy in STRATEGIES and chosen_contrast(STRATEGIES.get(self.strategy)) is not None
+
+    def _cad_problems(self) -> list[str]:
+        if not self.contrasts_chosen:
+            given = [
+                flag
+                for flag, unset in (
+                    ("--cad-alpha", self.cad_alpha is None),
+                    ("--cad-plausibility", self.cad_plausibility is None),
+                    ("--cad-rejected", self.cad_rejected == CAD_REJECTED[0]),
+                )
+                if not unset
+            ]
+            return [f"{given[0]} is a setting of --strategy cad, not {self.strategy!r}"] if given else []
+        if self.cad_alpha is None:
+            self.cad_alpha = DEFAULT_CAD_ALPHA
+        problems = cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
+        if self.cad_rejected not in CAD_REJECTED:
+            problems.append(
+                f"cad_rejected must be one of {', '.join(CAD_REJECTED)}, got {self.cad_rejected!r}"
+            )
+        if self.select == "pmi" and self.cad_rejected == "with-context":
+            problems.append(
+                "--select pmi ranks replies by PMI against the negative prompt: with --cad-rejected "
+                "with-context that is the prompt itself (PMI 0); use --cad-rejected without-context"
+            )
+        return problems
 
     def fingerprint(self) -> dict[str, Any]:
         """As ``GenerationJob.fingerprint``; ``rejected`` only counts with ``--select pmi`` (it changes
-        nothing otherwise), and ``select: first`` is left out, so runs from before these settings resume."""
+        nothing otherwise), and ``select: first`` is left out, so runs from before these settings resume; so
+        are the ``cad_*`` settings except with ``--strategy cad``."""
         settings = super().fingerprint()
         if self.select == "first":
             settings.pop("select", None)
             settings.pop("rejected", None)
+        if not self.contrasts_chosen:  # cad's settings (set only with --strategy cad)
+            for name in ("cad_alpha", "cad_plausibility", "cad_rejected"):
+                settings.pop(name, None)
+        elif self.cad_plausibility is None:
+            settings.pop("cad_plausibility", None)
         return settings
 
 

@@ -7,11 +7,11 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mipo.core.errors import InputError
 from mipo.pairs.config import Conversation, PairsConfig
-from mipo.pairs.strategies import STRATEGIES, NegativeError
+from mipo.pairs.strategies import STRATEGIES, NegativeError, chosen_contrast
 from mipo.prompts.records import PromptRecord, to_conversation
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ class Plan:
     no_negative: int = 0
     # False with --select pmi --rejected lowest: negative prompts are only scored against, never answered
     answer_negatives: bool = True
+    # record id -> the prompt its chosen replies are contrasted with by CAD (``cad``); empty: plain decoding
+    contrasts: dict[str, Conversation] = field(default_factory=dict)
 
 
 def needed_units(plan: Plan, done_ids: set[str]) -> set[str]:
@@ -57,6 +59,18 @@ def positive_unit_key(record_id: str) -> str:
     return f"{record_id}\t+"
 
 
+def unit_contrast(plan: Plan, key: str) -> Conversation | None:
+    """The prompt a unit's replies are contrasted with by context-aware decoding: a ``cad`` record's chosen
+    replies; None for a unit decoded plainly."""
+    return plan.contrasts.get(key[:-2]) if key.endswith("\t+") else None
+
+
+def check_negatives(records: list[PromptRecord], config: PairsConfig) -> None:
+    """Draw the strategy's negatives once before the model loads, so a record that cannot get one (no
+    context for ``incomplete`` or ``cad``) is a one-line error naming its line before any loading."""
+    _draw_negatives(records, config)
+
+
 def make_plan(records: list[PromptRecord], config: PairsConfig, engine) -> Plan:
     """Keep the prompts that fit the model, draw their negatives, and lay out the units to generate."""
     fits = _fit_check(engine, config)
@@ -70,6 +84,9 @@ def make_plan(records: list[PromptRecord], config: PairsConfig, engine) -> Plan:
     plan = _units(kept, negatives, config)
     plan.answer_negatives = not (config.select == "pmi" and config.rejected == "lowest")
     plan.skipped += len(records) - len(kept)
+    contrast = chosen_contrast(STRATEGIES.get(config.strategy))
+    if contrast is not None:
+        plan.contrasts = {r.id: _conversation(contrast(r), config) for r in kept}
     _drop_unfit_negatives(plan, fits)
     return plan
 

@@ -177,7 +177,8 @@ def _pair_row(
         "prompt": plan.conversations[positive_key],
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
-        "negative_prompt": plan.conversations[negative_key],
+        # cad: the prompt CAD contrasts with (x without its context), whichever reply is rejected
+        "negative_prompt": plan.contrasts.get(record.id, plan.conversations[negative_key]),
         "strategy": config.strategy,
         "model": config.model,
         "seed": config.seed,
@@ -190,5 +191,14 @@ def _pair_row(
             "backend": config.backend,
             "context_mode": config.context_mode,
             **({"select": config.select, "rejected": config.rejected} if config.select == "pmi" else {}),
+            **(_cad_settings(config) if record.id in plan.contrasts else {}),
         },
     }
+
+
+def _cad_settings(config: PairsConfig) -> dict[str, Any]:
+    """How ``cad``'s chosen reply was decoded, and which reply was rejected."""
+    settings = {"cad_alpha": config.cad_alpha, "cad_rejected": config.cad_rejected}
+    return settings | (
+        {"cad_plausibility": config.cad_plausibility} if config.cad_plausibility is not None else {}
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mipo.core.config import add_config_arguments, option, require, resolve
-from mipo.engine.cad import cad_arguments, cad_problems, require_contexts
+from mipo.engine.cad import PLAUSIBILITY_HELP, cad_arguments, cad_problems, require_contexts
 from mipo.engine.generation import GenerationJob, GenerationStats
 
 log = logging.getLogger(__name__)
@@ -27,18 +27,22 @@ class SampleConfig(GenerationJob):
         "context-aware decoding: pick tokens from (1+A) log p(.|x,c) - A log p(.|x), A >= 0 (hf backend; "
         "every record needs a context)",
     )
+    cad_plausibility: float | None = option(None, PLAUSIBILITY_HELP)
 
     def __post_init__(self) -> None:
         problems = self.problems(counts=("samples",))
-        problems += cad_problems(self.cad_alpha, self.backend, with_context=self.with_context)
+        problems += cad_problems(
+            self.cad_alpha, self.backend, with_context=self.with_context, plausibility=self.cad_plausibility
+        )
         require(problems)
 
     def fingerprint(self) -> dict:
-        """As ``GenerationJob.fingerprint``; without --cad-alpha the setting is left out, so runs from before
-        it resume."""
+        """As ``GenerationJob.fingerprint``; without --cad-alpha (--cad-plausibility) the setting is left out,
+        so runs from before it resume."""
         settings = super().fingerprint()
-        if self.cad_alpha is None:
-            settings.pop("cad_alpha", None)
+        for name in ("cad_alpha", "cad_plausibility"):
+            if getattr(self, name) is None:
+                settings.pop(name, None)
         return settings
 
 
@@ -78,7 +82,7 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
             ]
             responses = engine.generate(
                 conversations,
-                **cad_arguments(config.cad_alpha, chunk, config.context_mode),
+                **cad_arguments(config.cad_alpha, chunk, config.context_mode, config.cad_plausibility),
                 num_samples=config.samples,
                 temperature=config.temperature,
                 top_p=config.top_p,
@@ -120,6 +124,7 @@ def _sample_row(record, conversation, texts: list[str], config: SampleConfig) ->
             "samples": config.samples,
             "backend": config.backend,
             **({"cad_alpha": config.cad_alpha} if config.cad_alpha is not None else {}),
+            **({"cad_plausibility": config.cad_plausibility} if config.cad_plausibility is not None else {}),
         },
     }
 

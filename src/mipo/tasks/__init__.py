@@ -1,6 +1,7 @@
 """Evaluation tasks: items to answer, and how to score an answer. One module (or package) per task:
 
 - ``prefs``: personalization with verifiable preferences (``mipo.tasks.prefs``)
+- ``ifeval``: personalization with IFEval's instructions, checked by IFEval's code (``mipo.tasks.ifeval``)
 - ``gsm8k``: math word problems, exact final number (``mipo.tasks.gsm8k``)
 - ``arc-easy``, ``arc-challenge``, ``mmlu``: multiple choice (``mipo.tasks.multiple_choice``)
 - ``pmi``: the MIPO objective on held-out prompts (``mipo.tasks.pmi``; scored in ``mipo.engine.pmi``)

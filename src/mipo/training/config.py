@@ -50,6 +50,11 @@ TRL_FIELDS = (
 )  # fmt: skip
 
 
+# TRL 1.x's DPOTrainer reads label_smoothing only in these losses (rDPO, EXO, AOT); with sigmoid (the default),
+# ipo or sigmoid_norm it changes nothing, so mipo refuses it there rather than train as if it did.
+LABEL_SMOOTHING_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
+
+
 def is_trl_field(name: str) -> bool:
     """Whether some registered objective's TRL config has a field ``name`` (a YAML key mipo passes on)."""
     from mipo.training import trl_fields
@@ -123,6 +128,7 @@ class TrainConfig:
             from mipo.training import trl_fields
 
             self.dpo = trl_fields.check_mapping(self.training_objective().config(), self.dpo, source="dpo")
+            require(loss_control_problems(self.loss_type, self.dpo))
 
     def training_objective(self) -> Any:
         from mipo.training.objectives import OBJECTIVES
@@ -175,6 +181,25 @@ class TrainConfig:
     @property
     def method(self) -> str:
         return "full" if self.full else "lora"
+
+
+def loss_control_problems(loss_type: str | None, trl_values: dict[str, Any]) -> list[str]:
+    """``label_smoothing`` where TRL would ignore it or outside what its losses take, ``ld_alpha`` outside
+    [0, 1] (TRL 1.x checks neither before training)."""
+    problems = []
+    losses = [t.strip() for t in (loss_type or "sigmoid").split(",")]
+    smoothing = trl_values.get("label_smoothing") or 0.0
+    if smoothing and not set(losses) & set(LABEL_SMOOTHING_LOSSES):
+        problems.append(
+            f"--label_smoothing {smoothing} changes nothing with --loss_type {','.join(losses)}: TRL reads it "
+            f"only with --loss_type {', '.join(LABEL_SMOOTHING_LOSSES)} (robust: rDPO; exo_pair: EXO)"
+        )
+    elif not 0 <= smoothing < 0.5:
+        problems.append(f"--label_smoothing must be in [0, 0.5), got {smoothing}")
+    ld_alpha = trl_values.get("ld_alpha")
+    if ld_alpha is not None and not 0 <= ld_alpha <= 1:
+        problems.append(f"--ld_alpha must be in [0, 1], got {ld_alpha}")
+    return problems
 
 
 def _annotation(name: str) -> Any:

@@ -11,6 +11,10 @@ Every strategy has one signature, ``strategy(records, rng, k, settings) -> negat
   response is generated) or an ``int``: the index in ``records`` of another record, whose chosen response is
   reused as this record's rejected one (``random``: one generation serves two pairs).
 
+A strategy whose *chosen* replies are decoded with context-aware decoding (``cad``) sets the attribute
+``chosen_contrast``: a function from a record to the prompt its chosen reply is contrasted with (the prompt
+without its context); ``chosen_contrast(strategy)`` reads it (None: the chosen replies decode plainly).
+
 A record that cannot get a negative raises ``NegativeError`` (with its index and the field at fault);
 ``mipo pairs`` turns it into a one-line error naming the file, line and field. A strategy registers itself:
 ``@STRATEGIES.register("name")``; see docs/extending/strategies.md.
@@ -46,3 +50,9 @@ def require_context(records: Sequence[PromptRecord]) -> None:
     for i, record in enumerate(records):
         if not record.context:
             raise NegativeError("no context: every record needs one", index=i, field="context")
+
+
+def chosen_contrast(strategy: Strategy) -> Callable[[PromptRecord], PromptRecord] | None:
+    """The prompt ``strategy``'s chosen replies are contrasted with by context-aware decoding (``cad``: the
+    prompt without its context), or None: its chosen replies decode plainly."""
+    return getattr(strategy, "chosen_contrast", None)
