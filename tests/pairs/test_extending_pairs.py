@@ -87,6 +87,12 @@ def test_a_backend_from_outside_runs_through_pairs_and_sample(tmp_path, prompts,
         assert [r["responses"] for r in rows(tmp_path / "s.jsonl")][0] == [
             "You asked: " + "How do I plant 0 tulip bulbs in spring?"
         ] * 2
+        # its loader takes no dtype: auto is its own choice, any other one is refused
+        code, _, err = cli(
+            "sample", "--model", "toy/no-model", "--backend", "echo", "--prompts", prompts,
+            "--out", tmp_path / "b.jsonl", "--dtype", "bfloat16", "--no-progress",
+        )  # fmt: skip
+        assert code == 2 and "--dtype bfloat16: backend 'echo' takes no dtype" in err
     finally:
         BACKENDS.unregister("echo")
 

@@ -56,7 +56,15 @@ def load_engine(
 ) -> Engine:
     """Load ``model`` (a built-in name, a folder or a Hub id) with the backend registered as ``name``.
 
-    ``dtype``: ``--dtype`` (auto, float32, bfloat16; ``mipo.engine.dtypes``); a backend registered without a
-    ``dtype`` argument is called without one when none is asked for."""
-    extra = {"dtype": dtype} if dtype is not None else {}
-    return BACKENDS.get(name)(model, device=device, seed=seed, **extra)
+    ``dtype``: ``--dtype`` (auto, float32, bfloat16; ``mipo.engine.dtypes``). A backend whose loader takes no
+    ``dtype`` (one written before it existed) picks its own under ``auto``, and refuses any other choice."""
+    import inspect
+
+    from mipo.core.errors import ConfigError
+
+    loader = BACKENDS.get(name)
+    if "dtype" in inspect.signature(loader).parameters:
+        return loader(model, device=device, seed=seed, dtype=dtype)
+    if dtype not in (None, "auto"):
+        raise ConfigError(f"--dtype {dtype}: backend {name!r} takes no dtype (its loader has no dtype argument)")
+    return loader(model, device=device, seed=seed)
