@@ -53,3 +53,11 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture()
+def stub_vllm(monkeypatch):
+    """A stub ``vllm`` package in ``sys.modules`` (tests/vllm_stub.py); returns what it recorded."""
+    from vllm_stub import install
+
+    return install(monkeypatch)

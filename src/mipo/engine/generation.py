@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mipo.core.config import option
 from mipo.core.errors import ConfigError
 from mipo.engine.backends import BACKENDS
+from mipo.engine.backends.vllm_settings import vllm_problems
 from mipo.engine.cad import context_aware_logits
 from mipo.engine.kv_cache import preallocated_cache
 from mipo.engine.models import DEFAULT_MODEL
@@ -54,6 +55,7 @@ class GenerationJob:
     batch_size: int = option(64, "rows decoded together (hf backend)")
     chunk_size: int = option(128, "prompts generated between flushes to disk")
     backend: str = option("hf", "generation engine (mipo.engine.backends)", choices=BACKENDS)
+    vllm: dict = option({}, "backend vllm: vllm.LLM's engine settings, under vLLM's names (docs/gpu.md)")
     device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
     workers: int | None = option(
         None, "hf on a CPU: decode workers of one thread each (default: one per core; 1 = this process only)"
@@ -88,7 +90,7 @@ class GenerationJob:
             problems.append("pass --resume or --overwrite, not both")
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers must be at least 1, got {self.workers}")
-        return problems
+        return problems + vllm_problems(self.vllm, self.backend)
 
     def load_records(self, **fields: Any) -> list[Any]:
         """The prompt records this job answers (``mipo.prompts.records.load_prompts`` with the job's field names)."""
@@ -107,14 +109,16 @@ class GenerationJob:
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the rows written: the model's weights, the prompts file's digest and every
-        setting except where the rows go and how the run is shown (``mipo.core.fingerprint``)."""
+        setting except where the rows go, how the run is shown and empty vllm settings (``mipo.core.fingerprint``).
+        """
         from dataclasses import asdict
 
         from mipo.core.fingerprint import fingerprint, input_identity, weights_identity
         from mipo.engine.environment import reply_environment
         from mipo.engine.models import resolve_model
 
-        settings = {k: v for k, v in asdict(self).items() if k not in NOT_IN_FINGERPRINT}
+        skipped = NOT_IN_FINGERPRINT if self.vllm else (*NOT_IN_FINGERPRINT, "vllm")
+        settings = {k: v for k, v in asdict(self).items() if k not in skipped}
         settings["model"] = weights_identity(resolve_model(self.model))
         settings["prompts"] = input_identity(self.prompts)
         settings["environment"] = reply_environment(self.device, self.workers, self.backend)
@@ -186,9 +190,13 @@ def generate_responses(
     sampling = {"num_samples": num_samples, "temperature": temperature, "top_p": top_p, "seed": seed}
     sampling |= {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stats": stats}
     if backend != "hf":
-        from mipo.engine.backends import load_engine
+        from mipo.engine.backends import close_engine, load_engine
 
-        return load_engine(backend, model, seed=seed).generate(conversations, **sampling)
+        engine = load_engine(backend, model, seed=seed, max_new_tokens=max_new_tokens)
+        try:
+            return engine.generate(conversations, **sampling)
+        finally:
+            close_engine(engine)
     return _generate_hf(
         model,
         tokenizer,
@@ -204,8 +212,13 @@ def generate_responses(
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The tokens that end a reply: the model's eos token(s) and the chat template's end-of-turn token."""
+    return reply_end_ids(getattr(model.generation_config, "eos_token_id", None), tokenizer)
+
+
+def reply_end_ids(eos: int | list[int] | None, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """``eos`` (a model's generation config's token or tokens), the tokenizer's eos and the chat template's
+    end-of-turn tokens: where every engine stops a reply."""
     ids: set[int] = set()
-    eos = getattr(model.generation_config, "eos_token_id", None)
     ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)

@@ -104,6 +104,7 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         context_effect=config.context_effect,
         **({"cad_alpha": config.cad_alpha} if getattr(config, "cad_alpha", None) is not None else {}),
         environment=reply_environment(config.device, config.workers, config.backend),
+        **({"vllm": config.vllm} if config.vllm else {}),  # the vLLM engine's settings, where given
     )
 
 
@@ -123,6 +124,7 @@ def baseline_cache_path(config: EvalConfig, task: Task, name: str, reference: st
         **{k: getattr(config, k) for k in ("limit", "score_batch_size", "train_split", "preference_types")},
         **{k: getattr(config, k) for k in OUTPUT_SETTINGS},
         "environment": reply_environment(config.device, config.workers, config.backend),
+        **({"vllm": config.vllm} if config.vllm else {}),
     }
     if task.kind == "pmi":
         fields.update(k=config.k, reference=weights_identity(resolve_model(reference)))

@@ -51,6 +51,33 @@ class Engine(Protocol):
 BACKENDS: Registry[Any] = Registry("generation backend", "mipo.engine.backends")
 
 
-def load_engine(name: str, model: Any, *, device: str | None = None, seed: int = 0) -> Engine:
-    """Load ``model`` (a built-in name, a folder or a Hub id) with the backend registered as ``name``."""
-    return BACKENDS.get(name)(model, device=device, seed=seed)
+def load_engine(name: str, model: Any, *, device: str | None = None, seed: int = 0, **options: Any) -> Engine:
+    """Load ``model`` (a built-in name, a folder or a Hub id) with the backend registered as ``name``.
+
+    ``options``: what the stage knows of the engine it needs (``engine_settings``: the stage's ``vllm``
+    mapping; ``max_new_tokens``); each goes to a loader that names it among its keyword arguments."""
+    import inspect
+
+    loader = BACKENDS.get(name)
+    accepted = inspect.signature(loader).parameters
+    return loader(model, device=device, seed=seed, **{k: v for k, v in options.items() if k in accepted})
+
+
+def close_engine(engine: Any) -> None:
+    """Give an engine's memory back now (an engine with a ``close`` method: ``vllm``); others are freed
+    when they are no longer referenced."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+
+
+def release_gpu_memory() -> None:
+    """Collect garbage and empty PyTorch's CUDA cache, so the next engine or trainer finds the memory free
+    (``mipo run`` calls it between stages)."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
