@@ -3,7 +3,6 @@ and PMI scores."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections.abc import Callable
@@ -209,11 +208,12 @@ class ModelSlot:
 
     def release(self) -> None:
         """Let the engine go, its memory with it (a vLLM engine is shut down)."""
-        from mipo.engine.backends import close_engine
+        from mipo.engine.backends import close_engine, release_gpu_memory
 
         engine, self.loaded, self.name = self.loaded, None, None
         close_engine(engine)
-        gc.collect()
+        del engine
+        release_gpu_memory()
 
 
 def hf_model(engine) -> tuple[Any, Any]:

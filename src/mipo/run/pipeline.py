@@ -279,7 +279,6 @@ def run_pipeline(config: RunConfig) -> Path:
     """Run every stage of ``config`` in order (skipping finished ones); return the report's path."""
     from mipo.core.config import to_dict
     from mipo.core.processes import refuse_several_processes
-    from mipo.engine.backends import release_gpu_memory
 
     refuse_several_processes("run")
     run_dir = Path(config.run_dir)
@@ -292,7 +291,6 @@ def run_pipeline(config: RunConfig) -> Path:
     for i, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s", i, len(stages), stage.name)
         outcome = run_stage(stage, run_dir if config.reuse_stages else None)
-        release_gpu_memory()  # each stage closed its engine or trainer: the next one finds the card free
         log.info("[%d/%d] %s: %s", i, len(stages), stage.name, outcome)
     return run_dir / "report" / "report.md"
 

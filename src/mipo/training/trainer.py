@@ -72,6 +72,11 @@ def plan_job(config: TrainConfig) -> TrainingJob:
             f"{config.model}: is a LoRA adapter; train a new adapter on its merged weights "
             f"({config.model}/merged, from --merge) or pass --full"
         )
+    if objective.refuses_zero3 and zero_stage(config.dpo) == 3:
+        raise ConfigError(
+            f"--objective {config.objective} cannot run under DeepSpeed ZeRO-3: {objective.refuses_zero3}; launch "
+            "it with DDP (accelerate launch --multi_gpu) or ZeRO-2 (zero_stage: 2), or train --objective dpo"
+        )
     device = config.device or default_device()
     fingerprint = job_fingerprint(config, source, device)
     if folder.checkpoint:
@@ -79,6 +84,22 @@ def plan_job(config: TrainConfig) -> TrainingJob:
             folder.work / CHECKPOINTS / FINGERPRINT, fingerprint, what=f"the training in {config.out}"
         )
     return TrainingJob(config, objective, source, pairs, device, folder, fingerprint)
+
+
+def zero_stage(trl_fields: dict[str, Any]) -> int | None:
+    """The DeepSpeed ZeRO stage of this launch: accelerate launch's (its config file's ``zero_stage``), else
+    that of a ``deepspeed`` config given to TRL (a mapping or a JSON file); None without DeepSpeed."""
+    import json
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        return int(stage) if stage else None
+    settings = trl_fields.get("deepspeed")
+    if isinstance(settings, str) and Path(settings).is_file():
+        settings = json.loads(Path(settings).read_text())
+    stage = settings.get("zero_optimization", {}).get("stage") if isinstance(settings, dict) else None
+    return int(stage) if stage is not None else None
 
 
 def job_fingerprint(config: TrainConfig, model_source: str, device: str) -> dict[str, Any]:
@@ -236,6 +257,7 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
     """Train and return the output folder (see the module docstring for its files)."""
     from accelerate import PartialState
 
+    from mipo.engine.backends import release_gpu_memory
     from mipo.engine.models import checkpointing_aliases_ignored
     from mipo.training.objectives import TrainingRun
 
@@ -268,4 +290,8 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
             save_outputs(job, trainer, metrics, seconds, reference)
         log.info("trained %d steps in %.1f s; wrote %s", trainer.state.global_step, seconds, config.out)
     state.wait_for_everyone()
+    del (
+        trainer
+    )  # the model and its optimizer state: the next stage of mipo run (a vLLM engine) finds the GPU free
+    release_gpu_memory()
     return Path(config.out)
