@@ -42,7 +42,8 @@ def test_unknown_keys_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_every_example_config_loads_and_builds(path, tmp_path, monkeypatch):
+def test_every_example_config_loads_and_builds(path, tmp_path, monkeypatch, stub_vllm):
+    """(A stub vLLM stands in for the configs that generate with it: without vLLM they are refused.)"""
     monkeypatch.chdir(ROOT)
     config = load_run_config(path, [f"run_dir={tmp_path / 'run'}"])
     names = [s.name for s in build_stages(config)]
