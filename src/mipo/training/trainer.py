@@ -213,7 +213,14 @@ def save_outputs(job: TrainingJob, trainer: Any, metrics: Any, seconds: float, r
     config, work = job.config, job.folder.work
     trainer.processing_class.save_pretrained(work)
     if config.merge:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        import torch
+
+        from mipo.engine.models import load_model
+
+        # From the adapter just saved into a base loaded on the CPU, in the dtype the base trained in: under
+        # ZeRO-3 or FSDP the trainer's parameters are shards, of which this process holds a part.
+        dtype = torch.bfloat16 if trainer.args.bf16 else torch.float32
+        merged, _ = load_model(str(work), device="cpu", dtype=dtype)
         merged.save_pretrained(work / "merged")
         trainer.processing_class.save_pretrained(work / "merged")
     rows = metrics.rows
