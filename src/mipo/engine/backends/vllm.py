@@ -141,15 +141,12 @@ def lora_request(adapter: str) -> Any:
     return LoRARequest(lora_name=str(adapter), lora_int_id=1, lora_path=str(adapter))
 
 
-def pin_device(device: str | None) -> None:
-    """Under ``accelerate launch``, start this process's engine on its own GPU (LOCAL_RANK), not on GPU 0."""
+def pin_device() -> None:
+    """Under ``accelerate launch``, start this process's engine on its own GPU (LOCAL_RANK), not on GPU 0. (In one
+    process vLLM picks its GPUs itself: ``CUDA_VISIBLE_DEVICES`` chooses them, not ``--device``.)"""
     import torch
 
-    if not torch.cuda.is_available():
-        return
-    if device and device.startswith("cuda:"):
-        torch.cuda.set_device(device)
-    elif world_size() > 1:
+    if world_size() > 1 and torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -163,7 +160,8 @@ def load(
     max_new_tokens: int = 256,
 ) -> VLLMEngine:
     """``model``: a built-in name, a folder (full weights or a LoRA adapter) or a Hub id. ``engine_settings``:
-    the stage's ``vllm`` mapping, over mipo's defaults (``vllm_settings.engine_arguments``)."""
+    the stage's ``vllm`` mapping, over mipo's defaults (``vllm_settings.engine_arguments``). ``device`` is not
+    vLLM's to take: ``CUDA_VISIBLE_DEVICES`` chooses its GPUs (``pin_device``)."""
     if not vllm_installed():
         raise MipoError(VLLM_MISSING)
     from transformers import AutoConfig, GenerationConfig
@@ -188,7 +186,7 @@ def load(
         max_new_tokens=max_new_tokens,
         lora_rank=rank if base_name else None,
     )
-    pin_device(device)
+    pin_device()
     log.info("vLLM engine for %s: %s", base, arguments)
     llm = LLM(model=base, seed=seed, **arguments)
     adapter = lora_request(source) if base_name else None
