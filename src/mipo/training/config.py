@@ -186,7 +186,7 @@ def device_settings(device: str) -> dict[str, Any]:
     on_gpu = device.startswith("cuda")
     return {
         "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(including_emulation=False),  # V100, T4: fp32
         # Recomputing activations costs a third more compute; worth it only where memory is short (a GPU).
         "activation_checkpointing": on_gpu,
     }

@@ -5,7 +5,7 @@
 subclassed) and writes a model folder:
 
     out/adapter_config.json, adapter_model.safetensors, tokenizer files   (LoRA, the default)
-    out/config.json, model.safetensors, tokenizer files                   (--full)
+    out/config.json, model.safetensors, tokenizer files                   (--full; bf16 if trained in bf16)
     out/merged/                  full weights with the adapter merged in (--merge)
     out/train_config.json        the resolved TrainConfig, the TRL config used, the versions
     out/metrics.jsonl            one row per logging step; out/curves.png; out/train_summary.json (written last)
@@ -262,6 +262,7 @@ def out_of_room(job: TrainingJob) -> Iterator[None]:
 
 def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
     """Train and return the output folder (see the module docstring for its files)."""
+    import torch
     from accelerate import PartialState
 
     from mipo.engine.backends import release_gpu_memory
@@ -291,6 +292,10 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
         with out_of_room(job):
             trainer.train(resume_from_checkpoint=job.folder.checkpoint)
             seconds = time.perf_counter() - start
+    if config.full and trainer.args.bf16 and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        # fp32 master weights trained under bf16 autocast: saved (and served) in bf16, half the size. ZeRO-3
+        # and FSDP gather their shards when saving, as their configs say (zero3_save_16bit_model).
+        trainer.model.to(torch.bfloat16)
     with out_of_room(job):
         trainer.save_model(str(job.folder.work))
         if state.is_main_process:
