@@ -244,6 +244,10 @@ def _bad_pairs(tmp_path: Path) -> Path:
         ("exists", "already exists; pass --resume to continue it or --overwrite to replace it"),
         ("unknown_dpo_key", "dpo: unknown DPOConfig field(s) ['no_such_field']"),
         ("wrong_type", "bad2.jsonl:1: field 'chosen': expected a list of messages"),
+        (
+            "gpu_index",
+            "--device cuda:1: mipo train takes cpu or cuda; choose the GPU with CUDA_VISIBLE_DEVICES",
+        ),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, tiny_model_dir, cli, case, expected):
@@ -269,6 +273,8 @@ def test_errors_are_one_line_exit_2(tmp_path, tiny_model_dir, cli, case, expecte
             json.dumps({"prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}) + "\n"
         )
         args[4] = str(tmp_path / "bad2.jsonl")
+    elif case == "gpu_index":  # the Trainer took cuda:0 whatever the index said
+        args += ["--device", "cuda:1"]
     code, _, err = cli(*args)
     assert code == 2
     assert expected in err, err
