@@ -46,7 +46,7 @@ def test_an_adapter_is_served_on_its_base_with_a_lora_request_and_the_base_share
     replies = engine.generate(CONVERSATIONS, max_new_tokens=8)
     assert all(r[0].endswith(f"lora={adapter_dir}") for r in replies)
     request = llm.calls[0]["lora_request"]
-    assert (request.lora_path, request.lora_int_id) == (str(adapter_dir), 1)
+    assert request.lora_path == str(adapter_dir)
 
     base = engine.for_model(str(tiny_model_dir))  # mipo eval's baseline: the same engine, no adapter
     assert base is not None and base.llm is llm and len(stub_vllm.engines) == 1
@@ -54,6 +54,22 @@ def test_an_adapter_is_served_on_its_base_with_a_lora_request_and_the_base_share
     assert llm.calls[1]["lora_request"] is None
     # the other way round: an engine started for the base model has no LoRA, so the adapter needs its own
     assert load(tiny_model_dir).for_model(str(adapter_dir)) is None
+
+
+def test_two_adapters_on_one_base_are_two_lora_ids(stub_vllm, adapter_dir, tmp_path):
+    """vLLM caches an adapter under its id: a second adapter under the first one's id would be served the first."""
+    import shutil
+
+    other = tmp_path / "other-adapter"
+    shutil.copytree(adapter_dir, other)
+    first = load(adapter_dir)
+    second = first.for_model(str(other))
+    assert second is not None and second.llm is first.llm
+    first.generate(CONVERSATIONS[:1])
+    second.generate(CONVERSATIONS[:1])
+    ids = [call["lora_request"].lora_int_id for call in stub_vllm.engines[0].calls]
+    assert len(set(ids)) == 2
+    assert first.for_model(str(adapter_dir)).adapter.lora_int_id == ids[0]  # the same folder keeps its id
 
 
 def test_engine_settings_pass_through_under_vllms_names_over_defaults_that_fit_the_card(

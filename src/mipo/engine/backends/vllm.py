@@ -134,11 +134,17 @@ def adapter_of(source: str) -> tuple[str | None, int]:
     return base, int(json.loads((Path(source) / "adapter_config.json").read_text()).get("r", 8))
 
 
+# vLLM caches an adapter under its integer id: each adapter folder gets its own, for the life of the process.
+LORA_IDS: dict[str, int] = {}
+
+
 def lora_request(adapter: str) -> Any:
     from vllm.lora.request import LoRARequest
 
-    # one adapter per engine at a time: its id is 1; the name is the folder, as vLLM's logs show it
-    return LoRARequest(lora_name=str(adapter), lora_int_id=1, lora_path=str(adapter))
+    lora_id = LORA_IDS.setdefault(str(adapter), len(LORA_IDS) + 1)
+    return LoRARequest(
+        lora_name=str(adapter), lora_int_id=lora_id, lora_path=str(adapter)
+    )  # named by its folder
 
 
 def pin_device() -> None:
