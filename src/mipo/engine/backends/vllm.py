@@ -88,8 +88,7 @@ class VLLMEngine:
                 temperature=max(temperature, 0.0),
                 top_p=top_p if temperature > 0 else 1.0,
                 max_tokens=max_new_tokens,
-                seed=row_seed(seed, encoded[i], s)
-                % 2**63,  # vLLM seeds a torch.Generator: a signed 64-bit int
+                seed=row_seed(seed, encoded[i], s) % 2**63,  # a torch.Generator's seed: a signed 64-bit int
                 stop_token_ids=self.stops,
                 skip_special_tokens=True,
             )
@@ -142,9 +141,7 @@ def lora_request(adapter: str) -> Any:
     from vllm.lora.request import LoRARequest
 
     lora_id = LORA_IDS.setdefault(str(adapter), len(LORA_IDS) + 1)
-    return LoRARequest(
-        lora_name=str(adapter), lora_int_id=lora_id, lora_path=str(adapter)
-    )  # named by its folder
+    return LoRARequest(lora_name=str(adapter), lora_int_id=lora_id, lora_path=str(adapter))
 
 
 def pin_device() -> None:
