@@ -21,6 +21,7 @@ from mipo.engine.backends.vllm_settings import vllm_problems
 from mipo.engine.cad import context_aware_logits
 from mipo.engine.kv_cache import preallocated_cache
 from mipo.engine.models import DEFAULT_MODEL
+from mipo.engine.stops import stop_token_ids
 from mipo.engine.token_choice import pick_tokens
 from mipo.prompts.records import CONTEXT_MODES
 
@@ -129,9 +130,6 @@ class GenerationJob:
 # enter as part of the environment (``mipo.engine.environment``), resolved.
 NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device", "workers")
 
-# End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
-
 
 @dataclass
 class GenerationStats:
@@ -208,23 +206,6 @@ def generate_responses(
         cad_alpha=cad_alpha,
         without_context=without_context,
     )
-
-
-def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The tokens that end a reply: the model's eos token(s) and the chat template's end-of-turn token."""
-    return reply_end_ids(getattr(model.generation_config, "eos_token_id", None), tokenizer)
-
-
-def reply_end_ids(eos: int | list[int] | None, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """``eos`` (a model's generation config's token or tokens), the tokenizer's eos and the chat template's
-    end-of-turn tokens: where every engine stops a reply."""
-    ids: set[int] = set()
-    ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
-    return sorted(ids)
 
 
 def encode_conversations(

@@ -170,8 +170,8 @@ def load(
     from transformers import AutoConfig, GenerationConfig
     from vllm import LLM
 
-    from mipo.engine.generation import reply_end_ids
     from mipo.engine.models import load_tokenizer, resolve_model
+    from mipo.engine.stops import reply_end_ids
 
     source = resolve_model(model)
     base_name, rank = adapter_of(source)
