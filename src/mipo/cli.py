@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from mipo import __version__
 from mipo.core.errors import MipoError
 
 # What the machine, not mipo, refuses: a full disk, a read-only or missing place, no permission.
@@ -59,20 +60,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class VersionsAction(argparse.Action):
-    """``mipo --version``: mipo's version, then the libraries' (looked up only when asked: --help stays fast)."""
-
-    def __init__(self, option_strings, dest, help=None):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from mipo import versions
-
-        found = versions()
-        print(f"mipo {found.pop('mipo')} ({', '.join(f'{k} {v}' for k, v in found.items())})")
-        parser.exit()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mipo",
@@ -80,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "labels, judge or verifier.",
         epilog="Run 'mipo COMMAND --help' for the options of a command.",
     )
-    parser.add_argument(
-        "--version", action=VersionsAction, help="show mipo's version and those of the libraries it runs on"
-    )
+    parser.add_argument("--version", action="version", version=f"mipo {__version__}")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log debug messages, and the libraries' info too"
     )

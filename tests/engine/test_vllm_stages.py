@@ -133,11 +133,10 @@ def test_mipo_run_on_vllm_frees_each_engine_before_the_next_stage(
     assert eval_engine.engine_args["max_num_seqs"] == 8
 
 
-def test_version_lists_the_libraries_and_the_gpu_extras(capsys):
-    from mipo.cli import build_parser
+def test_the_recorded_versions_name_the_gpu_extras():
+    """What every run records (and ``mipo --version`` lists): vllm and deepspeed too, "-" where not installed."""
+    from mipo import versions
 
-    with pytest.raises(SystemExit) as done:
-        build_parser().parse_args(["--version"])
-    assert done.value.code == 0
-    line = capsys.readouterr().out.strip()
-    assert line.startswith("mipo 0.") and ", trl " in line and ", vllm " in line and ", deepspeed " in line
+    found = versions()
+    assert {"torch", "transformers", "trl", "peft", "accelerate", "vllm", "deepspeed"} <= set(found)
+    assert found["vllm"] == "-" or found["vllm"][0].isdigit()
