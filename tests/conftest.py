@@ -64,3 +64,11 @@ def fp32_unless_asked():
 
     with mock.patch("mipo.engine.dtypes.native_bf16_unit", lambda: None):
         yield
+
+
+@pytest.fixture()
+def stub_vllm(monkeypatch):
+    """A stub ``vllm`` package in ``sys.modules`` (tests/vllm_stub.py); returns what it recorded."""
+    from vllm_stub import install
+
+    return install(monkeypatch)

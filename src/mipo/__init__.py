@@ -37,11 +37,12 @@ __all__ = ["__version__", "versions", *_LAZY]
 
 
 def versions() -> dict[str, str]:
-    """Versions of mipo and the libraries a result depends on (recorded with every run)."""
+    """Versions of mipo and the libraries a result depends on (recorded with every run; ``mipo --version``);
+    "-" for one not installed (vllm and deepspeed are extras: docs/gpu.md)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"mipo": __version__}  # also right when run from a source tree that is not installed
-    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate"):
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm", "deepspeed"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -88,3 +88,41 @@ def test_fused_lm_head_scores_only_the_reply_positions_on_a_cpu_with_the_same_lo
     assert rows_scored == [3 * 19, int((labels[:, 1:] != -100).sum())] == [57, 6 + 6 + 3]
     torch.testing.assert_close(replies_only, every_position, rtol=0, atol=1e-6)
     assert utils._use_triton(torch.device("cpu")) is False  # restored on the way out
+
+
+def test_a_full_fine_tunes_reference_copy_is_freed_for_real(tmp_path, tiny_model_dir):
+    """TRL loads a reference copy for a full fine-tune (mipo turns TRL's precompute off) and accelerate keeps a
+    second reference to it: once mipo has the reference log-probs, no reference to the copy is left."""
+    import gc
+    import weakref
+
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from mipo.engine.models import load_model
+    from mipo.engine.trl_internals import use_precomputed_reference
+
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu")
+    pairs = [
+        {
+            "prompt": [{"role": "user", "content": f"question {i}"}],
+            "chosen": [{"role": "assistant", "content": f"a good answer {i}"}],
+            "rejected": [{"role": "assistant", "content": f"another answer {i}"}],
+        }
+        for i in range(2)
+    ]
+    args = DPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_length=64, report_to="none", use_cpu=True,
+        precompute_ref_log_probs=False, remove_unused_columns=False, gradient_checkpointing=False,
+    )  # fmt: skip
+    trainer = DPOTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
+    )
+    assert trainer.ref_model is not None and trainer.ref_model is not trainer.model  # TRL loaded a copy
+    copy = weakref.ref(trainer.ref_model)
+    use_precomputed_reference(trainer)
+    gc.collect()
+    assert copy() is None, (
+        "the reference copy is still referenced: mipo.engine.trl_internals.release_reference_model"
+    )
+    assert trainer.ref_model is None and all(m is not None for m in trainer.accelerator._models)

@@ -37,6 +37,13 @@ def test_one_worker_or_one_item_runs_here():
     assert run_in_workers(squares, [], 2) == []
 
 
+def test_once_cuda_is_initialised_the_work_runs_here_not_in_forks(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # a model on the GPU: forks cannot use it
+    assert {pid for _, pid in run_in_workers(squares, list(range(6)), 3)} == {PARENT}
+
+
 def die_on_three(items, progress):
     if os.getpid() != PARENT and 3 in items:
         os.kill(os.getpid(), signal.SIGKILL)

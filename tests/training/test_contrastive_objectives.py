@@ -313,3 +313,31 @@ def test_a_resumed_contrastive_run_reaches_the_same_losses(tmp_path, tiny_model_
     for a, b in zip(whole, cut, strict=True):  # the same adapter initialisation and data order, then resumed
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert b["rewards/margins"] == pytest.approx(a["rewards/margins"], abs=1e-5)
+
+
+@pytest.mark.parametrize("how", ["accelerate launch", "a deepspeed config given to TRL"])
+@pytest.mark.parametrize("objective", ["infonce", "sami"])
+def test_zero3_is_refused_in_one_line_before_any_model_loads(
+    tmp_path, tiny_model_dir, cli, monkeypatch, objective, how
+):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    extra = []
+    if how == "accelerate launch":  # what accelerate launch sets from a config file with zero_stage: 3
+        monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    else:
+        deepspeed = tmp_path / "ds.json"
+        deepspeed.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+        extra = ["--dpo", f"deepspeed={deepspeed}"]
+    out = tmp_path / "run"
+    code, _, err = cli(
+        "train", "--model", tiny_model_dir, "--pairs", pairs, "--out", out, "--objective", objective, *extra
+    )
+    errors = [line for line in err.splitlines() if line.startswith("mipo train: error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert (
+        f"--objective {objective} cannot run under DeepSpeed ZeRO-3: its trainer copies the model"
+        in errors[0]
+    )
+    assert "or ZeRO-2 (zero_stage: 2), or train --objective dpo" in errors[0]
+    assert not out.exists()

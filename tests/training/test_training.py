@@ -178,6 +178,21 @@ def test_full_fine_tuning_writes_full_weights(tmp_path, tiny_model_dir, cli, ref
     assert rows(out / "metrics.jsonl")[0]["loss"] == pytest.approx(0.693147, abs=1e-4)
 
 
+def test_a_full_fine_tune_trained_in_bf16_is_saved_in_bf16(tmp_path, tiny_model_dir, cli, ref_cache):
+    """fp32 master weights under bf16 autocast (what a GPU gets by default; --bf16 asks for it on a CPU) are
+    written in bf16: half the size, and what vLLM serves."""
+    from safetensors import safe_open
+
+    out = tmp_path / "full"
+    code, _, err = cli(
+        "train", "--model", tiny_model_dir, "--pairs", write_pairs(tmp_path / "pairs.jsonl"), "--out", out,
+        "--full", "--max-steps", "1", "--bf16", *FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    with safe_open(out / "model.safetensors", framework="pt") as weights:
+        assert {str(weights.get_tensor(name).dtype) for name in weights.keys()} == {"torch.bfloat16"}
+
+
 def test_ddp_two_cpu_processes(tmp_path, tiny_model_dir):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
     out = tmp_path / "ddp"
@@ -229,6 +244,10 @@ def _bad_pairs(tmp_path: Path) -> Path:
         ("exists", "already exists; pass --resume to continue it or --overwrite to replace it"),
         ("unknown_dpo_key", "dpo: unknown DPOConfig field(s) ['no_such_field']"),
         ("wrong_type", "bad2.jsonl:1: field 'chosen': expected a list of messages"),
+        (
+            "gpu_index",
+            "--device cuda:1: mipo train takes cpu or cuda; choose the GPU with CUDA_VISIBLE_DEVICES",
+        ),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, tiny_model_dir, cli, case, expected):
@@ -254,6 +273,8 @@ def test_errors_are_one_line_exit_2(tmp_path, tiny_model_dir, cli, case, expecte
             json.dumps({"prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}) + "\n"
         )
         args[4] = str(tmp_path / "bad2.jsonl")
+    elif case == "gpu_index":  # the Trainer took cuda:0 whatever the index said
+        args += ["--device", "cuda:1"]
     code, _, err = cli(*args)
     assert code == 2
     assert expected in err, err

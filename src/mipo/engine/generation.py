@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from mipo.core.config import option
 from mipo.core.errors import ConfigError
 from mipo.engine.backends import BACKENDS
+from mipo.engine.backends.vllm_settings import vllm_problems
 from mipo.engine.cad import context_aware_logits
 from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
 from mipo.engine.kv_cache import preallocated_cache
 from mipo.engine.models import DEFAULT_MODEL
+from mipo.engine.stops import stop_token_ids
 from mipo.engine.token_choice import pick_tokens
 from mipo.prompts.records import CONTEXT_MODES
 
@@ -55,6 +57,7 @@ class GenerationJob:
     batch_size: int = option(64, "rows decoded together (hf backend)")
     chunk_size: int = option(128, "prompts generated between flushes to disk")
     backend: str = option("hf", "generation engine (mipo.engine.backends)", choices=BACKENDS)
+    vllm: dict = option({}, "backend vllm: vllm.LLM's engine settings, under vLLM's names (docs/gpu.md)")
     device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
     dtype: str = option("auto", DTYPE_HELP)
     workers: int | None = option(
@@ -90,7 +93,11 @@ class GenerationJob:
             problems.append("pass --resume or --overwrite, not both")
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers must be at least 1, got {self.workers}")
-        return problems + dtype_problems(self.dtype, self.device, self.backend)
+        return (
+            problems
+            + dtype_problems(self.dtype, self.device, self.backend)
+            + vllm_problems(self.vllm, self.backend)
+        )
 
     def load_records(self, **fields: Any) -> list[Any]:
         """The prompt records this job answers (``mipo.prompts.records.load_prompts`` with the job's field names)."""
@@ -109,14 +116,16 @@ class GenerationJob:
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the rows written: the model's weights, the prompts file's digest and every
-        setting except where the rows go and how the run is shown (``mipo.core.fingerprint``)."""
+        setting except where the rows go, how the run is shown and empty vllm settings (``mipo.core.fingerprint``).
+        """
         from dataclasses import asdict
 
         from mipo.core.fingerprint import fingerprint, input_identity, weights_identity
         from mipo.engine.environment import reply_environment
         from mipo.engine.models import resolve_model
 
-        settings = {k: v for k, v in asdict(self).items() if k not in NOT_IN_FINGERPRINT}
+        skipped = NOT_IN_FINGERPRINT if self.vllm else (*NOT_IN_FINGERPRINT, "vllm")
+        settings = {k: v for k, v in asdict(self).items() if k not in skipped}
         settings["model"] = weights_identity(resolve_model(self.model))
         settings["prompts"] = input_identity(self.prompts)
         settings["environment"] = reply_environment(self.device, self.workers, self.backend, self.dtype)
@@ -126,9 +135,6 @@ class GenerationJob:
 # Settings that are not the rows' own: where they go and how the run is shown; the device, the workers and
 # the dtype enter as part of the environment (``mipo.engine.environment``), resolved.
 NOT_IN_FINGERPRINT = ("out", "resume", "overwrite", "progress", "device", "workers", "dtype")
-
-# End-of-turn tokens of common chat templates: generation stops at any that the tokenizer knows.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
 @dataclass
@@ -192,9 +198,13 @@ def generate_responses(
     sampling = {"num_samples": num_samples, "temperature": temperature, "top_p": top_p, "seed": seed}
     sampling |= {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stats": stats}
     if backend != "hf":
-        from mipo.engine.backends import load_engine
+        from mipo.engine.backends import close_engine, load_engine
 
-        return load_engine(backend, model, seed=seed).generate(conversations, **sampling)
+        engine = load_engine(backend, model, seed=seed, max_new_tokens=max_new_tokens)
+        try:
+            return engine.generate(conversations, **sampling)
+        finally:
+            close_engine(engine)
     return _generate_hf(
         model,
         tokenizer,
@@ -207,18 +217,6 @@ def generate_responses(
         without_context=without_context,
         cad_plausibility=cad_plausibility,
     )
-
-
-def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The tokens that end a reply: the model's eos token(s) and the chat template's end-of-turn token."""
-    ids: set[int] = set()
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
-    return sorted(ids)
 
 
 def encode_conversations(

@@ -16,6 +16,11 @@
    collator key but ``completion_mask`` and the reference columns passed to the forward, labels made of
    ``input_ids`` and ``completion_mask``, the output's per-token fields summed per row and chunked into
    chosen and rejected halves; ``tests/engine/test_shared_prompt.py`` checks it against TRL's own rows.
+4. The full fine-tune's reference copy released for real (``release_reference_model``). With mipo's precompute,
+   ``DPOTrainer`` has loaded a reference copy of the model (``trainer.ref_model``) and
+   ``accelerator.prepare_model`` keeps a second reference to it in ``accelerator._models``: both go, so the
+   copy (32 GB at 8B in fp32) is freed before training. Before step 0 the policy is the reference, so
+   mipo computes the reference log-probs with the policy.
 
 The names are TRL 1.16's; ``tests/engine/test_trl_internals.py`` checks each against the installed TRL.
 """
@@ -33,7 +38,15 @@ def use_precomputed_reference(trainer: Any) -> None:
     """After the columns are in ``trainer.train_dataset``: what ``precompute_ref_log_probs=True`` sets up."""
     trainer.precompute_ref_logps = True
     trainer.args.precompute_ref_log_probs = True
-    trainer.ref_model = None  # a full fine-tuning reference copy is released
+    release_reference_model(trainer)
+
+
+def release_reference_model(trainer: Any) -> None:
+    """Drop a full fine-tune's reference copy from the trainer and from its accelerator (see point 4)."""
+    reference, trainer.ref_model = trainer.ref_model, None
+    if reference is not None:
+        prepared = trainer.accelerator._models
+        prepared[:] = [model for model in prepared if model is not reference]
 
 
 @contextlib.contextmanager

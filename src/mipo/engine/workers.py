@@ -71,6 +71,14 @@ def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
+def _cuda_started() -> bool:
+    """CUDA is initialised in this process: a forked child cannot use it (a GPU model decodes here, whatever
+    ``--workers`` says; the replies are the same, each seeded on its own)."""
+    import torch
+
+    return torch.cuda.is_initialized()
+
+
 def interleaved_shares(n: int, workers: int) -> list[list[int]]:
     """Item indices dealt to ``workers`` shares like cards (items are length-sorted: shares balance)."""
     return [list(range(k, n, workers)) for k in range(workers) if k < n]
@@ -90,7 +98,7 @@ def run_in_workers(
     """
     items = list(items)
     workers = min(workers, len(items))
-    if workers <= 1 or not _can_fork():
+    if workers <= 1 or not _can_fork() or _cuda_started():
         return work(items, on_progress)
     shares = interleaved_shares(len(items), workers)
     results: list[Any] = [None] * len(items)

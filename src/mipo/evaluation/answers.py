@@ -3,7 +3,6 @@ and PMI scores."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections.abc import Callable
@@ -193,21 +192,37 @@ def pairs_responses(task: Task) -> dict[str, list[str]]:
 
 
 class ModelSlot:
-    """Holds one loaded engine at a time, so a 7B model and its baseline never share memory."""
+    """Holds one loaded engine at a time, so a 7B model and its baseline never share memory; an engine that
+    serves the next model too (vLLM: a LoRA adapter and its base) is kept for it."""
 
-    def __init__(self, device: str | None, backend: str = "hf", dtype: str | None = None):
+    def __init__(
+        self, device: str | None, backend: str = "hf", dtype: str | None = None, **engine_options: Any
+    ):
         self.device, self.backend, self.dtype, self.name, self.loaded = device, backend, dtype, None, None
+        self.engine_options = engine_options  # load_engine's options: the vllm settings, max_new_tokens
 
     def get(self, name: str):
         if name != self.name:
             from mipo.engine.backends import load_engine
 
-            self.loaded = None
-            gc.collect()
-            log.info("loading %s", name)
-            self.loaded = load_engine(self.backend, name, device=self.device, dtype=self.dtype)
-            self.name = name
+            shared = self.loaded.for_model(name) if hasattr(self.loaded, "for_model") else None
+            if shared is None:
+                self.release()
+                log.info("loading %s", name)
+                shared = load_engine(
+                    self.backend, name, device=self.device, dtype=self.dtype, **self.engine_options
+                )
+            self.loaded, self.name = shared, name
         return self.loaded
+
+    def release(self) -> None:
+        """Let the engine go, its memory with it (a vLLM engine is shut down)."""
+        from mipo.engine.backends import close_engine, release_gpu_memory
+
+        engine, self.loaded, self.name = self.loaded, None, None
+        close_engine(engine)
+        del engine
+        release_gpu_memory()
 
 
 def hf_model(engine) -> tuple[Any, Any]:

@@ -108,6 +108,7 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
             if getattr(config, name, None) is not None
         },
         environment=reply_environment(config.device, config.workers, config.backend, config.dtype),
+        **({"vllm": config.vllm} if config.vllm else {}),  # the vLLM engine's settings, where given
     )
 
 
@@ -127,6 +128,7 @@ def baseline_cache_path(config: EvalConfig, task: Task, name: str, reference: st
         **{k: getattr(config, k) for k in ("limit", "score_batch_size", "train_split", "preference_types")},
         **{k: getattr(config, k) for k in OUTPUT_SETTINGS},
         "environment": reply_environment(config.device, config.workers, config.backend, config.dtype),
+        **({"vllm": config.vllm} if config.vllm else {}),
     }
     if task.kind == "pmi":
         fields.update(k=config.k, reference=weights_identity(resolve_model(reference)))

@@ -128,10 +128,7 @@ def add_judgments(
     if not judged:
         return
     if slot is not None:
-        import gc
-
-        slot.loaded = slot.name = None  # a local judge and the last model compared never share memory
-        gc.collect()
+        slot.release()  # a local judge and the last model compared never share memory
     judge = config.make(device=config.device)
     try:
         for task in judged:

@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 def evaluate(config: EvalConfig) -> Path:
     """Evaluate ``config.model`` (and ``config.baseline``) on ``config.task``; return ``OUT/results.json``."""
     from mipo.core.files import atomic_write_json
+    from mipo.core.processes import refuse_several_processes
+    from mipo.engine.backends.vllm_settings import engine_options
     from mipo.evaluation.judge_task import add_judgments
 
+    refuse_several_processes("eval")
     out = Path(config.out)
     refuse_output_holding_inputs(config)
     results_path = out / "results.json"
@@ -58,16 +61,17 @@ def evaluate(config: EvalConfig) -> Path:
     if config.cad_alpha is not None:  # before any model loads
         require_item_contexts(job.tasks)
     start_partial(config, job)
-    slot = ModelSlot(config.device, config.backend, config.dtype)
-    runs, from_cache = run_models(config, job, slot)
-    bare_runs = run_without_context(config, job, slot)
-    pmi_extra = score_pmi_tasks(config, job, runs, from_cache, slot)
+    slot = ModelSlot(config.device, config.backend, config.dtype, **engine_options(config))
+    try:
+        runs, from_cache = run_models(config, job, slot)
+        bare_runs = run_without_context(config, job, slot)
+        pmi_extra = score_pmi_tasks(config, job, runs, from_cache, slot)
+    finally:
+        slot.release()  # a vLLM engine gives its GPU memory back before the judge or the next stage
     store_baseline_cache(job, runs, from_cache)
     results = build_results(config, job, runs, from_cache, pmi_extra)
     add_context_effects(config, results, job, runs, bare_runs)
-    add_judgments(
-        config, job.tasks, runs, results, slot
-    )  # judge:SOURCE, judge-check (mipo.evaluation.judge_task)
+    add_judgments(config, job.tasks, runs, results)  # judge:SOURCE, judge-check (mipo.evaluation.judge_task)
     atomic_write_json(results_path, results)
     clear_partial(job.partial)
     log.info("wrote %s", results_path)
@@ -120,6 +124,11 @@ def load_tasks(config: EvalConfig) -> list[Task]:
         for name in config.task_names
     ]
     for task in tasks:
+        if task.kind == "pmi" and config.backend != "hf":
+            raise ConfigError(
+                f"task '{task.name}' scores log-probabilities with the model itself, which backend "
+                f"{config.backend!r} cannot: use --backend hf (or evaluate it in a separate mipo eval)"
+            )
         if task.kind == "pmi" and config.against == "context":
             from mipo.tasks.pmi import require_contexts
 

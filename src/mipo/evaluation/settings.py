@@ -8,8 +8,9 @@ from typing import Any
 
 from mipo.core.config import option, require
 from mipo.engine.backends import BACKENDS
-from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
+from mipo.engine.backends.vllm_settings import vllm_problems
 from mipo.engine.cad import PLAUSIBILITY_HELP
+from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
 from mipo.engine.models import DEFAULT_MODEL
 from mipo.evaluation.judges.settings import JudgeSettings
 from mipo.tasks import CONTEXT_MODES, Task, split_task_list, task_list_help
@@ -76,6 +77,7 @@ class ScoringSettings:
     backend: str = option(
         "hf", "generation engine (mipo.engine.backends; log-prob scoring needs hf)", choices=BACKENDS
     )
+    vllm: dict = option({}, "backend vllm: vllm.LLM's engine settings, under vLLM's names (docs/gpu.md)")
     overwrite: bool = option(False, "replace an existing results.json in --out")
     resume: bool = option(
         False,
@@ -113,6 +115,7 @@ class ScoringSettings:
             problems.append("confidence must be in (0, 1)")
         if not 0 <= self.train_split < 1:
             problems.append("train_split must be in [0, 1)")
+        problems += vllm_problems(self.vllm, self.backend)
         from mipo.tasks.prefs import PREFERENCE_TYPES
 
         problems += dtype_problems(self.dtype, self.device, self.backend)
@@ -154,6 +157,11 @@ class EvalConfig(ScoringSettings, JudgeSettings):
 
         problems = super().problems()
         problems += cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
+        if self.mc_mode == "loglik" and self.backend != "hf":
+            problems.append(
+                f"--mc-mode loglik ranks choices by the model's log-probabilities, which backend {self.backend!r} "
+                "cannot score: use --backend hf, or --mc-mode generate"
+            )
         if not self.task_names:
             problems.append("task: name at least one task")
         from mipo.evaluation.judge_task import judge_task_problems

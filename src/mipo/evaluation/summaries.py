@@ -39,6 +39,7 @@ def build_results(
         "environment": {
             **reply_environment(config.device, config.workers, config.backend, config.dtype),
             "batch_size": config.batch_size,
+            **({"vllm": config.vllm} if config.vllm else {}),  # the vLLM engine's settings, where given
         },
         "baseline_from_cache": sorted(from_cache),
         "models": {

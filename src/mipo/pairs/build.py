@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from mipo.core.config import add_config_arguments, resolve
+from mipo.engine.backends import close_engine
 from mipo.pairs.config import Conversation, PairsConfig, PairsSummary
 from mipo.pairs.output import (
     append_responses,
@@ -50,22 +51,25 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
     records = config.load_records(group_field=config.group_field)
     check_negatives(records, config)
     engine = _load_engine(config)
-    plan = make_plan(records, config, engine)
-    summary = PairsSummary(path=out, dropped={"too long for the model": plan.skipped})
-    output = open_output(out, config, job, rank, world)
-    output.engine = engine
     try:
-        cached = _generate_chunks(plan, engine, config, output, rank, world, summary)
-        if world > 1:
-            barrier()
-            if rank != 0:
-                return summary
-            cached.update(read_caches(out))
-        finish_pairs(output, plan, cached, config, summary)
-    except BaseException:
-        if output.writer is not None:
-            output.writer.abort()
-        raise
+        plan = make_plan(records, config, engine)
+        summary = PairsSummary(path=out, dropped={"too long for the model": plan.skipped})
+        output = open_output(out, config, job, rank, world)
+        output.engine = engine
+        try:
+            cached = _generate_chunks(plan, engine, config, output, rank, world, summary)
+            if world > 1:
+                barrier()
+                if rank != 0:
+                    return summary
+                cached.update(read_caches(out))
+            finish_pairs(output, plan, cached, config, summary)
+        except BaseException:
+            if output.writer is not None:
+                output.writer.abort()
+            raise
+    finally:
+        close_engine(engine)  # a vLLM engine gives its GPU memory back before the next stage
     for path in reply_cache_paths(out):
         path.unlink()
     log.debug(summary.line())
@@ -74,11 +78,19 @@ def run_pairs(config: PairsConfig) -> PairsSummary:
 
 def _load_engine(config: PairsConfig):
     from mipo.engine.backends import load_engine
+    from mipo.engine.backends.vllm_settings import engine_options
 
     device = config.device
     if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = str(partial_state().device)
-    return load_engine(config.backend, config.model, device=device, seed=config.seed, dtype=config.dtype)
+    return load_engine(
+        config.backend,
+        config.model,
+        device=device,
+        seed=config.seed,
+        dtype=config.dtype,
+        **engine_options(config),
+    )
 
 
 def _generate_chunks(

@@ -282,7 +282,9 @@ def build_stages(config: RunConfig) -> list[Stage]:
 def run_pipeline(config: RunConfig) -> Path:
     """Run every stage of ``config`` in order (skipping finished ones); return the report's path."""
     from mipo.core.config import to_dict
+    from mipo.core.processes import refuse_several_processes
 
+    refuse_several_processes("run")
     run_dir = Path(config.run_dir)
     stages = build_stages(config)  # every setting checked before anything is written
     try:

@@ -51,9 +51,12 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     from tqdm.auto import tqdm
 
     from mipo.core.files import RowWriter, check_output_not_input
-    from mipo.engine.backends import load_engine
+    from mipo.core.processes import refuse_several_processes
+    from mipo.engine.backends import close_engine, load_engine
+    from mipo.engine.backends.vllm_settings import engine_options
     from mipo.prompts.records import to_conversation
 
+    refuse_several_processes("sample")
     stats = stats if stats is not None else GenerationStats()
     check_output_not_input(config.out, prompts=config.prompts)
     records = config.load_records()
@@ -62,13 +65,19 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     writer = RowWriter(
         config.out, resume=config.resume, overwrite=config.overwrite, fingerprint=config.fingerprint()
     )
+    engine = None
     try:
         done = {str(row["id"]) for row in writer.existing}
         # Chunks are cut from all the records, not from those left, and a chunk cut by a kill is generated
         # again whole: a resumed chunk keeps its seed and its batches, so its rows are those of one run.
         chunks = [records[c : c + config.chunk_size] for c in range(0, len(records), config.chunk_size)]
         engine = load_engine(
-            config.backend, config.model, device=config.device, seed=config.seed, dtype=config.dtype
+            config.backend,
+            config.model,
+            device=config.device,
+            seed=config.seed,
+            dtype=config.dtype,
+            **engine_options(config),
         )
         bar = tqdm(
             total=len(records), initial=len(done), desc="sampling", unit="prompt", disable=not config.progress
@@ -103,6 +112,8 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
     except BaseException:
         writer.abort()
         raise
+    finally:
+        close_engine(engine)  # a vLLM engine gives its GPU memory back before the next stage
     path = writer.close()
     log.info("wrote %d rows to %s (%.1f tokens/s)", writer.count, path, stats.tokens_per_second)
     return path

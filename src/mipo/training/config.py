@@ -165,6 +165,11 @@ class TrainConfig:
 
     def _range_problems(self) -> list[str]:
         problems = []
+        if self.device not in (None, "cpu", "cuda"):  # the Trainer takes a device type, not a device
+            problems.append(
+                f"--device {self.device}: mipo train takes cpu or cuda; choose the GPU with CUDA_VISIBLE_DEVICES "
+                "(e.g. CUDA_VISIBLE_DEVICES=1 mipo train ...), several with accelerate launch"
+            )
         for name in ("learning_rate", "beta", "num_train_epochs"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -26,7 +26,7 @@ from typing import Any
 
 from mipo.core.files import atomic_write_json
 from mipo.engine.models import cache_dir
-from mipo.engine.trl_internals import use_precomputed_reference
+from mipo.engine.trl_internals import release_reference_model, use_precomputed_reference
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _compute(trainer: Any, batch_size: int) -> tuple[list[float], list[float]]:
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     accelerator = trainer.accelerator
     mine = batches[accelerator.process_index :: accelerator.num_processes]
-    model = trainer.ref_model if trainer.ref_model is not None else trainer.model
+    model = trainer.model  # before step 0 the policy is the reference (with LoRA: the adapter is disabled)
     found: dict[int, tuple[float, float]] = {}
     tokens = 0
     bar = tqdm(mine, desc="reference log-probs", unit="batch", disable=not accelerator.is_main_process)
@@ -83,6 +83,22 @@ def _compute(trainer: Any, batch_size: int) -> tuple[list[float], list[float]]:
     return [merged[i][0] for i in range(len(lengths))], [merged[i][1] for i in range(len(lengths))]
 
 
+def _read_on_main_process(accelerator: Any, path: Path, rows: int) -> tuple[list, list] | None:
+    """The cached log-probs as the main process finds them, sent to every process: processes that decided on
+    their own (another node's cache, a file written in between) would disagree, and the ones that compute
+    would wait forever in ``_compute``'s gather for the ones that did not."""
+    found = None
+    if accelerator.is_main_process and path.is_file():
+        stored = json.loads(path.read_text())
+        if len(stored["ref_chosen_logps"]) == rows:
+            found = (stored["ref_chosen_logps"], stored["ref_rejected_logps"])
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        found = broadcast_object_list([found])[0]
+    return found
+
+
 def attach_reference_logps(
     trainer: Any, fields: dict[str, Any], *, batch_size: int, use_cache: bool = True
 ) -> dict:
@@ -98,12 +114,14 @@ def attach_reference_logps(
     }
     key = cache_key(fields)
     path = cache_path(key)
-    hit = False
-    if use_cache and path.is_file():
-        stored = json.loads(path.read_text())
-        chosen, rejected = stored["ref_chosen_logps"], stored["ref_rejected_logps"]
-        hit = len(chosen) == len(trainer.train_dataset)
-    if not hit:
+    release_reference_model(trainer)  # a full fine-tune's reference copy: the policy serves before step 0
+    cached = (
+        _read_on_main_process(trainer.accelerator, path, len(trainer.train_dataset)) if use_cache else None
+    )
+    hit = cached is not None
+    if hit:
+        chosen, rejected = cached
+    else:
         chosen, rejected = _compute(trainer, batch_size)
         if use_cache and trainer.accelerator.is_main_process:
             atomic_write_json(

@@ -5,7 +5,7 @@
 subclassed) and writes a model folder:
 
     out/adapter_config.json, adapter_model.safetensors, tokenizer files   (LoRA, the default)
-    out/config.json, model.safetensors, tokenizer files                   (--full)
+    out/config.json, model.safetensors, tokenizer files                   (--full; bf16 if trained in bf16)
     out/merged/                  full weights with the adapter merged in (--merge)
     out/train_config.json        the resolved TrainConfig, the TRL config used, the versions
     out/metrics.jsonl            one row per logging step; out/curves.png; out/train_summary.json (written last)
@@ -72,6 +72,11 @@ def plan_job(config: TrainConfig) -> TrainingJob:
             f"{config.model}: is a LoRA adapter; train a new adapter on its merged weights "
             f"({config.model}/merged, from --merge) or pass --full"
         )
+    if objective.refuses_zero3 and zero_stage(config.dpo) == 3:
+        raise ConfigError(
+            f"--objective {config.objective} cannot run under DeepSpeed ZeRO-3: {objective.refuses_zero3}; launch "
+            "it with DDP (accelerate launch --multi_gpu) or ZeRO-2 (zero_stage: 2), or train --objective dpo"
+        )
     device = config.device or default_device()
     fingerprint = job_fingerprint(config, source, device)
     if folder.checkpoint:
@@ -79,6 +84,22 @@ def plan_job(config: TrainConfig) -> TrainingJob:
             folder.work / CHECKPOINTS / FINGERPRINT, fingerprint, what=f"the training in {config.out}"
         )
     return TrainingJob(config, objective, source, pairs, device, folder, fingerprint)
+
+
+def zero_stage(trl_fields: dict[str, Any]) -> int | None:
+    """The DeepSpeed ZeRO stage of this launch: accelerate launch's (its config file's ``zero_stage``), else
+    that of a ``deepspeed`` config given to TRL (a mapping or a JSON file); None without DeepSpeed."""
+    import json
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        return int(stage) if stage else None
+    settings = trl_fields.get("deepspeed")
+    if isinstance(settings, str) and Path(settings).is_file():
+        settings = json.loads(Path(settings).read_text())
+    stage = settings.get("zero_optimization", {}).get("stage") if isinstance(settings, dict) else None
+    return int(stage) if stage is not None else None
 
 
 def job_fingerprint(config: TrainConfig, model_source: str, device: str) -> dict[str, Any]:
@@ -195,7 +216,14 @@ def save_outputs(job: TrainingJob, trainer: Any, metrics: Any, seconds: float, r
     config, work = job.config, job.folder.work
     trainer.processing_class.save_pretrained(work)
     if config.merge:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        import torch
+
+        from mipo.engine.models import load_model
+
+        # From the adapter just saved into a base loaded on the CPU, in the dtype the base trained in: under
+        # ZeRO-3 or FSDP the trainer's parameters are shards, of which this process holds a part.
+        dtype = torch.bfloat16 if trainer.args.bf16 else torch.float32
+        merged, _ = load_model(str(work), device="cpu", dtype=dtype)
         merged.save_pretrained(work / "merged")
         trainer.processing_class.save_pretrained(work / "merged")
     rows = metrics.rows
@@ -237,8 +265,10 @@ def out_of_room(job: TrainingJob) -> Iterator[None]:
 
 def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
     """Train and return the output folder (see the module docstring for its files)."""
+    import torch
     from accelerate import PartialState
 
+    from mipo.engine.backends import release_gpu_memory
     from mipo.engine.models import checkpointing_aliases_ignored
     from mipo.training.objectives import TrainingRun
 
@@ -265,10 +295,18 @@ def train(config: TrainConfig, *, callbacks: list | tuple = ()) -> Path:
         with out_of_room(job):
             trainer.train(resume_from_checkpoint=job.folder.checkpoint)
             seconds = time.perf_counter() - start
+    if config.full and trainer.args.bf16 and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        # fp32 master weights trained under bf16 autocast: saved (and served) in bf16, half the size. ZeRO-3
+        # and FSDP gather their shards when saving, as their configs say (zero3_save_16bit_model).
+        trainer.model.to(torch.bfloat16)
     with out_of_room(job):
         trainer.save_model(str(job.folder.work))
         if state.is_main_process:
             save_outputs(job, trainer, metrics, seconds, reference)
         log.info("trained %d steps in %.1f s; wrote %s", trainer.state.global_step, seconds, config.out)
     state.wait_for_everyone()
+    del (
+        trainer
+    )  # the model and its optimizer state: the next stage of mipo run (a vLLM engine) finds the GPU free
+    release_gpu_memory()
     return Path(config.out)

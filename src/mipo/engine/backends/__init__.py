@@ -52,19 +52,51 @@ BACKENDS: Registry[Any] = Registry("generation backend", "mipo.engine.backends")
 
 
 def load_engine(
-    name: str, model: Any, *, device: str | None = None, seed: int = 0, dtype: str | None = None
+    name: str,
+    model: Any,
+    *,
+    device: str | None = None,
+    seed: int = 0,
+    dtype: str | None = None,
+    **options: Any,
 ) -> Engine:
     """Load ``model`` (a built-in name, a folder or a Hub id) with the backend registered as ``name``.
 
     ``dtype``: ``--dtype`` (auto, float32, bfloat16; ``mipo.engine.dtypes``). A backend whose loader takes no
-    ``dtype`` (one written before it existed) picks its own under ``auto``, and refuses any other choice."""
+    ``dtype`` (one written before it existed) picks its own under ``auto``, and refuses any other choice.
+    ``options``: what the stage knows of the engine it needs (``engine_settings``: the stage's ``vllm``
+    mapping; ``max_new_tokens``); each goes to a loader that names it among its keyword arguments."""
     import inspect
 
     from mipo.core.errors import ConfigError
 
     loader = BACKENDS.get(name)
-    if "dtype" in inspect.signature(loader).parameters:
-        return loader(model, device=device, seed=seed, dtype=dtype)
+    accepted = inspect.signature(loader).parameters
+    chosen = {k: v for k, v in options.items() if k in accepted}
+    if "dtype" in accepted:
+        return loader(model, device=device, seed=seed, dtype=dtype, **chosen)
     if dtype not in (None, "auto"):
-        raise ConfigError(f"--dtype {dtype}: backend {name!r} takes no dtype (its loader has no dtype argument)")
-    return loader(model, device=device, seed=seed)
+        raise ConfigError(
+            f"--dtype {dtype}: backend {name!r} takes no dtype (its loader has no dtype argument)"
+        )
+    return loader(model, device=device, seed=seed, **chosen)
+
+
+def close_engine(engine: Any) -> None:
+    """Give an engine's memory back now (an engine with a ``close`` method: ``vllm``); others are freed
+    when they are no longer referenced."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+
+
+def release_gpu_memory() -> None:
+    """Collect garbage and empty PyTorch's CUDA cache, so the next engine or trainer finds the memory free
+    (``mipo run`` calls it between stages)."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

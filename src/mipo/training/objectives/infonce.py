@@ -7,6 +7,12 @@ from typing import Any
 
 from mipo.training.objectives.base import OBJECTIVES, Objective
 
+# mipo's contrastive trainer copies a full model for its KL term and wraps LoRA adapters itself (without
+# TRL's ZeRO-3 handling): neither works on parameters that ZeRO-3 has partitioned.
+CONTRASTIVE_REFUSES_ZERO3 = (
+    "its trainer copies the model and adds LoRA adapters without ZeRO-3's parameter gathering"
+)
+
 CONTRASTIVE_DEFAULTS = {
     "remove_unused_columns": False,  # the collator reads the token id columns the model's forward does not name
     "length_column_name": "length",
@@ -26,5 +32,6 @@ OBJECTIVES.register(
         description="InfoNCE over which prompt (x or the negative x') produced each reply (the paper's code)",
         defaults=CONTRASTIVE_DEFAULTS,
         pair_fields=("negative_prompt",),
+        refuses_zero3=CONTRASTIVE_REFUSES_ZERO3,
     ),
 )

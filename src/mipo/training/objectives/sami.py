@@ -4,7 +4,11 @@ with an optional KL to the reference (``--kl_coef``). The maths: ``mipo.training
 from __future__ import annotations
 
 from mipo.training.objectives.base import OBJECTIVES, Objective
-from mipo.training.objectives.infonce import CONTRASTIVE_DEFAULTS, pairs_with_negative_prompts
+from mipo.training.objectives.infonce import (
+    CONTRASTIVE_DEFAULTS,
+    CONTRASTIVE_REFUSES_ZERO3,
+    pairs_with_negative_prompts,
+)
 
 OBJECTIVES.register(
     "sami",
@@ -15,5 +19,6 @@ OBJECTIVES.register(
         description="SAMI: row plus column cross-entropy over the (x, x') x (y+, y-) log-prob matrix",
         defaults=CONTRASTIVE_DEFAULTS,
         pair_fields=("negative_prompt",),
+        refuses_zero3=CONTRASTIVE_REFUSES_ZERO3,
     ),
 )
