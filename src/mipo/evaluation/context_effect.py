@@ -121,6 +121,8 @@ def summarize(
     summary["scores"] = {arm: mean_ci(values, **stats) for arm, values in scores.items()}
     if own_wrong:
         for role in ("model", "baseline") if baseline else ("model",):
+            if not scores:  # answered without the context too: their "with" score is the context effect's
+                summary["scores"][f"{role}_with"] = mean_ci(own_wrong[f"{role}_own"], **stats)
             summary["scores"][f"{role}_wrong"] = mean_ci(own_wrong[f"{role}_wrong"], **stats)
         if baseline:
             summary["content_effect"] = content_effect(*(own_wrong[arm] for arm in WRONG_ARMS), **stats)

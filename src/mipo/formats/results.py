@@ -217,12 +217,12 @@ def context_effect_lines(name: str, effect: dict[str, Any], *, indent: str = "  
         ("context effect", "context_effect", "(model - baseline) with minus without, paired per item"),
         ("content effect", "content_effect", "(model - baseline) own minus another user's context, paired"),
         ("with - without", "lift", "the model alone"),
-        ("own - another's", "content_lift", "the model alone"),
+        ("own - other's", "content_lift", "the model alone, own minus another user's context"),
     )
     for label, key, meaning in parts:
         if effect.get(key):
             lines.append(
-                f"{indent}{label:<16}{format_ci(effect[key], signed=True)}  "
+                f"{indent}{label:<15}{format_ci(effect[key], signed=True)}  "
                 f"p {format_p(effect[key].get('p_value'))}  ({meaning})"
             )
     if effect.get("verdict"):
