@@ -66,7 +66,8 @@ def gap_plan(config: EvalConfig, job: Job) -> tuple[list[Task], str | None]:
     refused before any model loads when asked for explicitly (``--distillation-gap``) where it cannot be."""
     if config.distillation_gap is False:
         return [], None
-    tasks = [task for task in job.tasks if scored_with_contexts(task)]
+    loglik = config.mc_mode == "loglik"  # multiple choice ranked by log-likelihood: no reply to score along
+    tasks = [t for t in job.tasks if scored_with_contexts(t) and not (t.kind == "choice" and loglik)]
     explicit = config.distillation_gap is True
     if not tasks:
         if explicit:
@@ -143,7 +144,7 @@ def item_gaps(config: EvalConfig, task: Task, baseline_rows, engines, alpha: flo
     from mipo.engine.scoring import reply_token_logprobs
     from mipo.prompts.records import to_conversation
 
-    seed = min(baseline_rows)
+    seed = config.seeds[0]  # greedy decoding runs the first seed only
     kept = [i for i, item in enumerate(task.items) if item.context]
     replies = [baseline_rows[seed][i]["response"] for i in kept]
     with_context = [task.items[i].messages(config.context_mode) for i in kept]

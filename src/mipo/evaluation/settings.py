@@ -140,14 +140,14 @@ class EvalConfig(ScoringSettings, JudgeSettings):
     )
     wrong_context: bool = option(
         True,
-        "the same tasks: each model also answers every item with another user's context (a profile of the "
+        "tasks whose items carry a user context: each model also answers every item with another user's context (a profile of the "
         "same set whose preference differs, drawn with the first seed), scored against the item's own "
         "preference: the content effect tells reading the context from reacting to any context (one more "
         "answer per item)",
     )
     distillation_gap: bool | None = option(
         None,
-        "the same tasks, with --baseline: how far the model's next-token distributions are from CAD of the "
+        "tasks whose items carry a user context, with --baseline: how far the model's next-token distributions are from CAD of the "
         "baseline (A from --cad-alpha, else 1), along the baseline's replies with the context; three "
         "forward passes per item, no generation (mipo.evaluation.distillation_gap)",
         default_text="on where items have a user context and --baseline is given",
