@@ -83,3 +83,17 @@ def test_without_a_content_effect_the_verdict_is_the_context_effects():
     shift = {"mean": 0.0, "ci": [0.0, 0.0]}
     summary = {"context_effect": {"mean": 0.2, "ci": [0.1, 0.3]}, "generic_shift": shift, "gain": shift}
     assert verdict(summary).startswith("gain is personalization: context effect +0.200")
+
+
+def test_an_unattributed_gain_names_every_part_that_is_not_clear_of_zero():
+    unclear = {"mean": 0.05, "ci": [-0.01, 0.11]}
+    summary = {"context_effect": unclear, "generic_shift": unclear, "gain": {"mean": 0.1, "ci": [0.02, 0.2]}}
+    assert verdict(summary) == (
+        "gain of +0.100 [+0.020, +0.200] not attributed: neither the context effect (+0.050 [-0.010, +0.110]) "
+        "nor the generic shift (+0.050 [-0.010, +0.110]) is clear of zero"
+    )
+    summary["content_effect"] = unclear
+    assert verdict(summary).endswith(
+        "none of the context effect (+0.050 [-0.010, +0.110]), the generic shift (+0.050 [-0.010, +0.110]) and "
+        "the content effect (+0.050 [-0.010, +0.110]) is clear of zero"
+    )

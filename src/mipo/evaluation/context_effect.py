@@ -193,7 +193,19 @@ def verdict(summary: dict[str, Any], *, digits: int = 3) -> str:
             f"(generic shift {text['generic_shift']}, {measured})"
         )
     if _excludes_zero(summary["gain"]):
-        return f"gain of {text['gain']} not attributed: neither {measured} nor the generic shift is clear of zero"
+        named = [
+            f"the {name.replace('_', ' ')} ({text[name]})"
+            for name in parts
+            if name in text and name != "gain"
+        ]
+        if len(named) == 1:
+            return f"gain of {text['gain']} not attributed: {named[0]} is not clear of zero"
+        listed = (
+            f"neither {named[0]} nor {named[1]}"
+            if len(named) == 2
+            else f"none of {', '.join(named[:-1])} and {named[-1]}"
+        )
+        return f"gain of {text['gain']} not attributed: {listed} is clear of zero"
     return f"no measured change: gain {text['gain']}, {measured}"
 
 
