@@ -141,11 +141,17 @@ def measure_distillation_gaps(config: EvalConfig, job: Job, runs: Runs, slot, ta
 
 def item_gaps(config: EvalConfig, task: Task, baseline_rows, engines, alpha: float) -> list[dict[str, Any]]:
     """Per item with a context: the baseline's and the model's gap along the baseline's reply (first seed)."""
-    from mipo.engine.scoring import reply_token_logprobs
+    from mipo.engine.scoring import encode_response, reply_token_logprobs
     from mipo.prompts.records import to_conversation
 
     seed = config.seeds[0]  # greedy decoding runs the first seed only
+    tokenizer = engines["baseline"].tokenizer
     kept = [i for i, item in enumerate(task.items) if item.context]
+    length = {  # chunks of similar length pad little (a third fewer tokens than in the items' order)
+        i: sum(map(len, encode_response(tokenizer, task.items[i].messages(config.context_mode), reply)))
+        for i, reply in ((i, baseline_rows[seed][i]["response"]) for i in kept)
+    }
+    kept.sort(key=length.__getitem__)
     replies = [baseline_rows[seed][i]["response"] for i in kept]
     with_context = [task.items[i].messages(config.context_mode) for i in kept]
     bare = [
@@ -175,6 +181,7 @@ def item_gaps(config: EvalConfig, task: Task, baseline_rows, engines, alpha: flo
             model = gap_scores(b_with, b_without, m_with, alpha)
             rows.append(
                 {
+                    "index": i,
                     "id": task.items[i].id,
                     "seed": seed,
                     "tokens": base["tokens"],
@@ -185,7 +192,7 @@ def item_gaps(config: EvalConfig, task: Task, baseline_rows, engines, alpha: flo
                     "decisions_model": model["decisions_taken"],
                 }
             )
-    return rows
+    return [{k: v for k, v in row.items() if k != "index"} for row in sorted(rows, key=lambda r: r["index"])]
 
 
 def summarize_gap(config: EvalConfig, task: Task, rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
