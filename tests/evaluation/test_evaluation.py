@@ -573,7 +573,8 @@ def test_the_context_effect_is_measured_from_replies_without_the_context(
     assert effect["n_wrong_context"] == 6 and "content effect" in stdout
 
     skipped = tmp_path / "skip"
-    code, stdout, err = cli(*args[:-3], "--out", skipped, *FAST, "--no-context-effect", "--no-wrong-context")
+    off = ["--no-context-effect", "--no-wrong-context", "--no-distillation-gap"]
+    code, stdout, err = cli(*args[:-3], "--out", skipped, *FAST, *off)
     assert code == 0, err
     assert "context_effect" not in json.loads((skipped / "results.json").read_text())["tasks"]["prefs"]
     assert sorted(p.name for p in (skipped / "examples").iterdir()) == [
