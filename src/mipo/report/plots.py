@@ -92,7 +92,7 @@ def plot_context_effect(scores: dict[str, dict[str, Any]], path: Path, *, title:
         for side, text in (
             ("with", "with the user's context"),
             ("without", "without it"),
-            ("wrong", "another's"),
+            ("wrong", "another user's context"),
         )
         if all(f"{role}_{side}" in scores for role, _ in roles)
     ]
