@@ -113,7 +113,8 @@ def what_it_compares(model: str, baseline: str, alpha: float) -> str:
         return f"{model}, an adapter of {baseline}, against {teacher}: how much of the decoding training absorbed"
     return (
         f"{model} is not an adapter of {baseline}: the gap compares its next-token distributions with "
-        f"{teacher}, not how much of the decoding a training of {baseline} absorbed"
+        f"{teacher}; it says how much of the decoding training absorbed only if {model} was trained from "
+        f"{baseline}"
     )
 
 
