@@ -1,5 +1,5 @@
-"""The answers without the user's context, which the context effect compares against (on by default where items
-have contexts)."""
+"""The answers with the user's context changed: without it, which the context effect compares against, and with
+another user's, which the content effect compares against (both on by default where items have contexts)."""
 
 from __future__ import annotations
 
