@@ -89,3 +89,16 @@ def test_bad_inputs_and_helpers():
     h = histogram([0, 1, 1, 2], bins=2)
     assert h == {"edges": [0.0, 1.0, 2.0], "counts": [1, 3]}
     assert format_ci({"mean": 0.5, "ci": [0.25, 0.75]}) == "0.500 [0.250, 0.750]"
+
+
+def test_ratio_of_means_resamples_the_same_items_on_both_sides():
+    from mipo.core.stats import ratio_of_means
+
+    # each item's numerator is half its denominator: every paired resample has the ratio 0.5 exactly
+    r = ratio_of_means([0.5, 1.0, 2.0, 4.0], [1.0, 2.0, 4.0, 8.0], n_resamples=500)
+    assert r["mean"] == pytest.approx(0.5) and r["ci"] == pytest.approx([0.5, 0.5]) and r["n"] == 4
+    r = ratio_of_means([1.0, 3.0], [2.0, 2.0], n_resamples=500)
+    assert r["mean"] == pytest.approx(1.0) and r["ci"][0] == pytest.approx(0.5) and r["ci"][1] == 1.5
+    assert ratio_of_means([1.0], [0.0]) is None
+    with pytest.raises(ValueError, match="2 numerators against 1"):
+        ratio_of_means([1.0, 2.0], [1.0])

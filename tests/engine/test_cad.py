@@ -214,6 +214,13 @@ def test_eval_cad_alpha_decodes_the_model_with_cad_and_the_baseline_plainly(
     assert [r["response"] for r in rows["baseline"]] == [
         c[0] for c in generate_responses(*tiny, prompts, **kwargs)
     ]
+    # with another user's context (the content effect), the model decodes with CAD on that context
+    wrong_file = out / entry["context_effect"]["wrong_context"]["examples"]["model"]
+    wrong = [json.loads(line) for line in wrong_file.read_text().splitlines()]
+    prompts = [r["prompt"] for r in wrong]
+    without = [[m for m in p if m["role"] != "system"] for p in prompts]
+    cad = generate_responses(*tiny, prompts, cad_alpha=50.0, without_context=without, **kwargs)
+    assert [r["response"] for r in wrong] == [c[0] for c in cad]
 
 
 def test_eval_cad_alpha_on_items_without_context_is_refused_before_loading(tmp_path, cli, monkeypatch):

@@ -278,6 +278,8 @@ def test_baseline_outputs_are_cached_and_reused(tiny_model_dir, tmp_path, monkey
     )
     assert first["baseline_from_cache"] == []
     assert len(list((tmp_path / "cache" / "eval").glob("*.json"))) == 2  # one per task
+    for kind in ("no-context", "wrong-context"):  # prefs' replies without, and with another user's context
+        assert len(list((tmp_path / "cache" / "eval" / kind).glob("*.json"))) == 1
 
     loaded = []
     real_get = answers.ModelSlot.get
@@ -296,10 +298,15 @@ def test_baseline_outputs_are_cached_and_reused(tiny_model_dir, tmp_path, monkey
         assert second["tasks"][task]["difference"]["mean"] == pytest.approx(
             first["tasks"][task]["difference"]["mean"]
         )
+    effects = [run["tasks"]["prefs"]["context_effect"] for run in (first, second)]
+    assert effects[1]["content_effect"] == effects[0]["content_effect"]
+    assert effects[1]["scores"]["baseline_wrong"] == effects[0]["scores"]["baseline_wrong"]
 
-    # prefs alone: the baseline is never loaded; a changed setting misses the cache; so does cache_baseline=False
+    # prefs alone: the baseline is never loaded (but for the distillation gap's teacher, which needs its
+    # weights); a changed setting misses the cache; so does cache_baseline=False
     loaded.clear()
-    evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "c"), **{**common, "task": "prefs"}))
+    prefs_alone = {**common, "task": "prefs", "distillation_gap": False}
+    evaluate(EvalConfig(model=str(tiny_model_dir), out=str(tmp_path / "c"), **prefs_alone))
     assert loaded == [str(tiny_model_dir)]
     changed = {**common, "task": "prefs", "max_new_tokens": 4}
     third = json.loads(
@@ -381,8 +388,8 @@ def test_an_interrupted_evaluation_resumes_without_redoing_saved_batches(
     calls.clear()
     resumed = json.loads(evaluate(EvalConfig(out=str(out), resume=True, **common)).read_text())
     # batches 0 and 1 were read back; only the last one (1 item) ran, then the 3 batches without the
-    # context (the context effect, on by default)
-    assert calls == [1, 2, 2, 1]
+    # context (the context effect, on by default) and the 3 with another user's (the content effect)
+    assert calls == [1, 2, 2, 1, 2, 2, 1]
     assert _read_rows(out / "examples" / "prefs.model.jsonl") == whole_rows
     assert resumed["tasks"]["prefs"]["model"]["mean"] == whole["tasks"]["prefs"]["model"]["mean"]
     assert not (out / "partial").exists()
@@ -541,8 +548,33 @@ def test_the_context_effect_is_measured_from_replies_without_the_context(
     assert f"verdict: {effect['verdict']}" in stdout
     assert "generic shift" in stdout and "context effect" in stdout
 
+    # the wrong-context control: each item answered with another user's context, scored against its own
+    wrong = effect["wrong_context"]
+    assert wrong["examples"] == {
+        "model": "examples/prefs.model.wrong-context.jsonl",
+        "baseline": "examples/prefs.baseline.wrong-context.jsonl",
+    }
+    contexts = {r["id"]: r["prompt"][0]["content"] for r in files["model", "with"]}
+    preferences = {r["id"]: r["preferences"] for r in files["model", "with"]}
+    assert set(wrong["drawn"]) == set(contexts)
+    for item_id, donor in wrong["drawn"].items():
+        assert donor != item_id and preferences[donor] != preferences[item_id]
+    for role in ("model", "baseline"):
+        files[role, "wrong"] = _read_rows(out / wrong["examples"][role])
+    for with_row, wrong_row in zip(files["model", "with"], files["model", "wrong"]):
+        assert (wrong_row["id"], wrong_row["seed"]) == (with_row["id"], with_row["seed"])
+        assert wrong_row["prompt"][0]["content"] == contexts[wrong["drawn"][with_row["id"]]]
+        assert [p["text"] for p in wrong_row["preferences"]] == [p["text"] for p in with_row["preferences"]]
+        assert wrong_row["prompt"][-1] == with_row["prompt"][-1]
+    m_wrong = _mean([r["score"] for r in files["model", "wrong"]])
+    b_wrong = _mean([r["score"] for r in files["baseline", "wrong"]])
+    assert effect["scores"]["baseline_wrong"]["mean"] == pytest.approx(b_wrong)
+    assert effect["content_effect"]["mean"] == pytest.approx((m_with - m_wrong) - (b_with - b_wrong))
+    assert effect["n_wrong_context"] == 6 and "content effect" in stdout
+
     skipped = tmp_path / "skip"
-    code, stdout, err = cli(*args[:-3], "--out", skipped, *FAST, "--no-context-effect")
+    off = ["--no-context-effect", "--no-wrong-context", "--no-distillation-gap"]
+    code, stdout, err = cli(*args[:-3], "--out", skipped, *FAST, *off)
     assert code == 0, err
     assert "context_effect" not in json.loads((skipped / "results.json").read_text())["tasks"]["prefs"]
     assert sorted(p.name for p in (skipped / "examples").iterdir()) == [
@@ -557,9 +589,13 @@ def test_without_a_baseline_the_context_effect_reports_the_models_two_scores(cli
     code, stdout, err = cli("eval", "--task", "prefs", "--model", tiny_model_dir, "--out", out, *FAST)
     assert code == 0, err
     effect = json.loads((out / "results.json").read_text())["tasks"]["prefs"]["context_effect"]
-    assert set(effect["scores"]) == {"model_with", "model_without"} and "context_effect" not in effect
+    assert set(effect["scores"]) == {"model_with", "model_without", "model_wrong"}
+    assert "context_effect" not in effect and "content_effect" not in effect
     assert effect["lift"]["mean"] == pytest.approx(
         effect["scores"]["model_with"]["mean"] - effect["scores"]["model_without"]["mean"]
+    )
+    assert effect["content_lift"]["mean"] == pytest.approx(
+        effect["scores"]["model_with"]["mean"] - effect["scores"]["model_wrong"]["mean"]
     )
     assert effect["verdict"].startswith("no baseline: ") and "--baseline" in effect["verdict"]
     assert "verdict: no baseline" in stdout
@@ -593,6 +629,7 @@ def test_an_interrupted_no_context_run_resumes_from_its_saved_batches(tiny_model
         seeds=[4],
         progress=False,
         n_bootstrap=200,
+        wrong_context=False,
     )
     whole = json.loads(evaluate(EvalConfig(out=str(tmp_path / "whole"), **common)).read_text())
     real, calls = generation.generate_responses, []

@@ -123,6 +123,60 @@ def test_the_eval_table_shows_the_context_effect_and_its_verdict():
     assert "context" not in results_table(PREFS)  # --no-context-effect: nothing of it is printed
 
 
+GAP = {
+    "alpha": 1.0,
+    "along": "the baseline's replies with the context (seed 0, temperature 0)",
+    "n": 74,
+    "kl": {
+        "model": {"mean": 0.0131, "ci": [0.0112, 0.0152]},
+        "baseline": {"mean": 0.0254, "ci": [0.0221, 0.0290]},
+        "difference": {"mean": -0.0123, "ci": [-0.0150, -0.0098], "p_value": 0.0001},
+    },
+    "gap_closed": {"mean": 0.484, "ci": [0.41, 0.55]},
+    "decisions": {
+        "model": {"mean": 0.31, "ci": [0.22, 0.4]},
+        "baseline": {"mean": 0.0, "ci": [0, 0]},
+        "n": 60,
+    },
+    "decision_points": {"count": 350, "tokens": 5000, "share": 0.07},
+    "compares": "runs/x/model, an adapter of smollm2-135m, against context-aware decoding (A = 1) of smollm2-135m",
+}
+
+
+def test_the_eval_table_shows_the_content_effect_and_the_distillation_gap():
+    entry = json.loads(json.dumps(PREFS))
+    effect = json.loads(json.dumps(EFFECT))
+    effect["scores"] |= {"model_wrong": {"mean": 0.2, "ci": [0.13, 0.28]}}
+    effect["scores"] |= {"baseline_wrong": {"mean": 0.12, "ci": [0.07, 0.18]}}
+    effect["content_effect"] = {"mean": 0.005, "ci": [-0.05, 0.06], "p_value": 0.85}
+    entry["tasks"]["prefs"] |= {"context_effect": effect, "distillation_gap": GAP}
+    lines = results_table(entry).splitlines()
+    at = lines.index("prefs: with and without the user's context (n=74 items)")
+    assert lines[at + 1] == (
+        "  model     with 0.227 [0.155, 0.304]   without 0.077 [0.040, 0.120]   another user's 0.200 [0.130, 0.280]"
+    )
+    assert (
+        "  content effect +0.005 [-0.050, +0.060]  p 0.850  ((model - baseline) own minus another user's context, "
+        "paired)"
+    ) in lines
+    at = lines.index(
+        "prefs: distillation gap to CAD (A = 1) of the baseline, along the baseline's replies with the context "
+        "(seed 0, temperature 0) (n=74 items)"
+    )
+    assert lines[at + 1 : at + 5] == [
+        "  KL(CAD || .)    model 0.0131 [0.0112, 0.0152]   baseline 0.0254 [0.0221, 0.0290]  (nats per reply token)",
+        "  gap closed      +0.484 [+0.410, +0.550]  (1 - KL(model) / KL(baseline))",
+        "  CAD's decisions 0.310 [0.220, 0.400] taken by the model, 0.000 [0.000, 0.000] by the baseline (350 "
+        "positions on 60 items, 7.0% of 5000 reply tokens)",
+        f"  compares: {GAP['compares']}",
+    ]
+    skipped = json.loads(json.dumps(PREFS))
+    skipped["tasks"]["prefs"]["distillation_gap"] = {"skipped": "no --baseline (the teacher is ...)"}
+    assert "prefs: distillation gap: not measured: no --baseline (the teacher is ...)" in results_table(
+        skipped
+    )
+
+
 def test_the_demo_summary_shows_the_context_effect_and_the_context_pmi(tmp_path):
     from mipo.demo import summary_table
 

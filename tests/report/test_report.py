@@ -192,6 +192,49 @@ def test_the_report_gives_the_context_effect_its_plot_table_and_verdict_near_the
     assert "context-effect-prefs.png" in text
 
 
+def test_the_report_shows_the_content_effect_and_the_distillation_gap_beside_the_verdict(tmp_path):
+    from mipo.evaluation.context_effect import summarize
+
+    run = write_run_folder(tmp_path / "run", items=6)
+    ones, zeros = [1.0] * 8, [0.0] * 8
+    arms = {"model_with": ones, "model_without": zeros, "baseline_with": zeros, "baseline_without": zeros}
+    # MIPO follows as well under another user's context: the gain comes with any context
+    wrong = {"model_own": ones, "model_wrong": ones, "baseline_own": zeros, "baseline_wrong": zeros}
+    effect = summarize(
+        {k: _rows(v) for k, v in arms.items()}, wrong={k: _rows(v) for k, v in wrong.items()}, n_resamples=200
+    )
+    gap = {
+        "alpha": 1.0,
+        "along": "the baseline's replies with the context (seed 0, temperature 0)",
+        "n": 8,
+        "kl": {
+            "model": _summary(0.0125, 0.01, 0.015),
+            "baseline": _summary(0.025, 0.02, 0.03),
+            "difference": _summary(-0.0125, -0.015, -0.01, p_value=0.004),
+        },
+        "gap_closed": _summary(0.5, 0.4, 0.6),
+        "decisions": {"model": _summary(0.25, 0.1, 0.4), "baseline": _summary(0.0, 0.0, 0.0), "n": 5},
+        "decision_points": {"count": 12, "tokens": 400, "share": 0.03},
+        "compares": "m, an adapter of b, against context-aware decoding (A = 1) of b",
+    }
+    results_path = run / "eval" / "prefs" / "results.json"
+    results = json.loads(results_path.read_text())
+    results["tasks"]["prefs"] |= {"context_effect": effect, "distillation_gap": gap}
+    results_path.write_text(json.dumps(results))
+
+    text = build_report(run).read_text()
+    assert effect["verdict"].startswith("the gain comes with any user's context, not with what it says")
+    assert text.index(f"**prefs, personalization or style?** {effect['verdict']}.") < text.index("## Results")
+    headline = "**prefs, how much of CAD did training absorb?** KL(CAD A = 1 ‖ model) 0.0125 nats per reply"
+    assert text.index(headline) < text.index("## Results")
+    assert "gap closed +0.500 [+0.400, +0.600]; it takes 0.250 [0.100, 0.400] of CAD's decisions" in text
+    assert "| content effect (own vs another user's context, difference of differences) | +0.000 [" in text
+    assert "| MIPO with another user's context | 1.000 [" in text
+    assert "| gap closed, 1 − KL(MIPO) / KL(base) | +0.500 [+0.400, +0.600] |  |" in text
+    assert "12 of 400 reply tokens (3.0%) are CAD's decisions" in text
+    assert text.index("**Verdict**") < text.index("**Distillation gap**")
+
+
 def test_the_report_explains_the_context_pmi(tmp_path):
     run = write_run_folder(tmp_path / "run")
     pmi = {

@@ -99,3 +99,28 @@ def histogram(values: Sequence[float], *, bins: int = 20) -> dict[str, list[floa
     array = _as_array(values, "histogram")
     counts, edges = np.histogram(array, bins=bins)
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def ratio_of_means(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, float | int | list[float]] | None:
+    """``{mean, ci, n}`` of ``mean(numerator) / mean(denominator)`` over paired items; None when the
+    denominator's mean is 0. The interval resamples items: both bootstraps draw with the same seed from
+    lists of the same length, so each resample takes the same items on both sides (a paired bootstrap)."""
+    a = _as_array(numerator, "ratio_of_means")
+    b = _as_array(denominator, "ratio_of_means")
+    if a.size != b.size:
+        raise ValueError(f"ratio_of_means: {a.size} numerators against {b.size} denominators")
+    if b.mean() == 0:
+        return None
+    top = bootstrap_means(a, n_resamples=n_resamples, seed=seed)
+    bottom = bootstrap_means(b, n_resamples=n_resamples, seed=seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = top / bottom
+    low, high = percentile_interval(ratios[np.isfinite(ratios)], confidence)
+    return {"mean": float(a.mean() / b.mean()), "ci": [low, high], "n": int(a.size)}

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Conversation = list[dict[str, str]]
@@ -56,7 +57,6 @@ def sequence_logprobs(
     reply's rounding then depends on the replies packed with it; ``share_prompts=False`` makes a score
     independent of the other pairs in the call (``mipo pairs --select pmi``: a resumed run's chunks must give
     an uninterrupted run's rows)."""
-    import torch
     from tqdm.auto import tqdm
 
     if len(conversations) != len(responses):
@@ -76,35 +76,70 @@ def sequence_logprobs(
     done_tokens = 0
     for first in range(0, len(order), batch_size):
         idx = order[first : first + batch_size]
-        lengths = [len(encoded[i][0]) + len(encoded[i][1]) for i in idx]
-        width = max(lengths)
-        # Left padding aligns every response at the end, so only the last positions' logits are needed.
-        keep = max(len(encoded[i][1]) for i in idx) + 1
-        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids = encoded[i][0] + encoded[i][1]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            logits = model(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention.to(model.device),
-                position_ids=positions.to(model.device),
-                logits_to_keep=keep,
-            ).logits  # (B, keep, V): predictions for the last `keep - 1` tokens, plus one past the end
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, keep-1, V)
-        targets = input_ids[:, width - keep + 1 :].to(logp.device)  # (B, keep-1)
+        logp, targets = _left_padded_logprobs(model, [encoded[i] for i in idx], pad_id)  # (B, keep-1, V)
         token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, keep-1)
         for row, i in enumerate(idx):
             n = len(encoded[i][1])
-            totals[i] = float(token_logp[row, keep - 1 - n :].sum())
+            totals[i] = float(token_logp[row, -n:].sum())
             done_tokens += n
         bar.update(len(idx))
         bar.set_postfix(resp_tok=done_tokens)
     bar.close()
     return totals
+
+
+def reply_token_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> list[torch.Tensor]:
+    """Each reply's next-token log-probabilities (fp32, ``(n_i, V)``): row t is ``log π(·|x, y<t)``, over the
+    reply's ``n_i`` tokens (its end-of-turn included) as ``sequence_logprobs`` scores them. The whole
+    distribution, not only the reply's token: for divergences between models or prompts (the distillation
+    gap). A reply has the same tokens after every prompt, so the rows of two prompts align."""
+    import torch
+
+    if len(conversations) != len(responses):
+        raise ValueError(f"{len(conversations)} conversations against {len(responses)} responses")
+    encoded = [encode_response(tokenizer, c, r) for c, r in zip(conversations, responses)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    out: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
+    for first in range(0, len(order), batch_size):
+        idx = order[first : first + batch_size]
+        logp, _ = _left_padded_logprobs(model, [encoded[i] for i in idx], pad_id)  # (B, keep-1, V)
+        for row, i in enumerate(idx):
+            out[i] = logp[row, -len(encoded[i][1]) :].cpu()  # (n_i, V)
+    return out
+
+
+def _left_padded_logprobs(model, batch: list[tuple[list[int], list[int]]], pad_id: int):
+    """One forward pass over (prompt, reply) pairs, left-padded: ``(log-probs (B, keep-1, V) in fp32,
+    targets (B, keep-1))`` for the last ``keep - 1`` positions, which hold every reply's tokens."""
+    import torch
+
+    width = max(len(prompt) + len(reply) for prompt, reply in batch)
+    # Left padding aligns every response at the end, so only the last positions' logits are needed.
+    keep = max(len(reply) for _, reply in batch) + 1
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (prompt, reply) in enumerate(batch):
+        ids = prompt + reply
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention[row, width - len(ids) :] = 1
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = model(
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention.to(model.device),
+            position_ids=positions.to(model.device),
+            logits_to_keep=keep,
+        ).logits  # (B, keep, V): predictions for the last `keep - 1` tokens, plus one past the end
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, keep-1, V)
+    return logp, input_ids[:, width - keep + 1 :].to(logp.device)
 
 
 # --- one copy of each prompt ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from mipo.core.errors import ConfigError
 from mipo.evaluation.baseline_cache import partial_file
-from mipo.evaluation.settings import EvalConfig, Job, Rows, ScoringSettings
+from mipo.evaluation.settings import EvalConfig, Job, Rows, ScoringSettings, wrong_context_role
 from mipo.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def run_seed(config, task: Task, conversations, batches, engine, role: str, seed
     for batch in batches:
         if all(i in done for i in batch):
             continue  # finished before an interruption
-        cad_items = [task.items[i] for i in batch] if role == "model" else None  # CAD: --model only
+        # CAD: --model only, with the user's context or another user's (without one there is nothing to contrast)
+        cad_items = [task.items[i] for i in batch] if role in ("model", wrong_context_role("model")) else None
         replies = generate(config, engine, [conversations[i] for i in batch], seed, stats, cad_items)
         for i, response in zip(batch, replies):
             done[i] = score_row(task, task.items[i], conversations[i], response, seed)

@@ -15,8 +15,10 @@ from mipo.evaluation.settings import (
     Job,
     Runs,
     ScoringSettings,
+    measures_content_effect,
     measures_context_effect,
     no_context_role,
+    wrong_context_role,
 )
 from mipo.tasks import Task
 
@@ -102,6 +104,7 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         **{name: getattr(config, name) for name in OUTPUT_SETTINGS},
         against=config.against,
         context_effect=config.context_effect,
+        wrong_context=config.wrong_context,
         **{
             name: getattr(config, name)
             for name in ("cad_alpha", "cad_plausibility")
@@ -152,6 +155,7 @@ def _partial_keys(config: EvalConfig, job: Job) -> list[tuple[Task, str, int]]:
             "model",
             "baseline",
             *(no_context_role(r) for r in ("model", "baseline") if measures_context_effect(config, task)),
+            *(wrong_context_role(r) for r in ("model", "baseline") if measures_content_effect(config, task)),
         )
         for seed in seeds
     ]

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from mipo.core.stats import mean_ci, paired_difference
+from mipo.evaluation.content_effect import content_effect
 
 ARMS = ("model_with", "model_without", "baseline_with", "baseline_without")
+WRONG_ARMS = ("model_own", "model_wrong", "baseline_own", "baseline_wrong")
 
 
 def context_effect(
@@ -89,6 +91,7 @@ def per_type_context_effect(
 def summarize(
     arms: dict[str, dict[int, Sequence[dict[str, Any]]]],
     *,
+    wrong: dict[str, dict[int, Sequence[dict[str, Any]]]] | None = None,
     confidence: float = 0.95,
     n_resamples: int = 10_000,
     seed: int = 0,
@@ -99,27 +102,53 @@ def summarize(
     With all four arms: :func:`context_effect`, per preference type, and the verdict. With only the
     model's two arms (no baseline): its scores with and without the context and their paired difference
     (``lift``); nothing tells personalization from a generic shift then, and the verdict says so.
+    ``wrong`` holds the wrong-context control (``mipo.evaluation.content_effect``): ``{role}_own`` and
+    ``{role}_wrong``, aligned with each other (the items that had another user's context to take); it adds
+    the ``*_wrong`` scores and the ``content_effect`` (the model's own ``content_lift`` without a baseline).
     """
     stats = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
     scores = {arm: _item_scores(by_seed) for arm, by_seed in arms.items()}
-    if set(arms) != set(ARMS):
-        with_, without = scores["model_with"], scores["model_without"]
-        lift = paired_difference(with_, without, **stats)
-        return {
-            "scores": {arm: mean_ci(values, **stats) for arm, values in scores.items()},
-            "lift": lift,
-            "n": len(with_),
-            "verdict": (
-                f"no baseline: the model scores {_signed(lift, 3)} more with the user's context than without; "
-                "pass --baseline to tell personalization from a generic shift"
-            ),
-        }
-    summary = context_effect(*(scores[arm] for arm in ARMS), **stats)
-    flat = {arm: [row for s in sorted(arms[arm]) for row in arms[arm][s]] for arm in ARMS}
-    if any(row.get("preferences") for row in flat["model_with"]):
-        summary["per_preference"] = per_type_context_effect(flat, **stats)
-    summary["verdict"] = verdict(summary)
+    own_wrong = {arm: _item_scores(by_seed) for arm, by_seed in (wrong or {}).items()}
+    baseline = "baseline_with" in scores or "baseline_own" in own_wrong
+    summary: dict[str, Any] = {"scores": {}}
+    if scores and not baseline:
+        summary["lift"] = paired_difference(scores["model_with"], scores["model_without"], **stats)
+    elif scores:
+        summary = context_effect(*(scores[arm] for arm in ARMS), **stats)
+        flat = {arm: [row for s in sorted(arms[arm]) for row in arms[arm][s]] for arm in ARMS}
+        if any(row.get("preferences") for row in flat["model_with"]):
+            summary["per_preference"] = per_type_context_effect(flat, **stats)
+    summary["scores"] = {arm: mean_ci(values, **stats) for arm, values in scores.items()}
+    if own_wrong:
+        for role in ("model", "baseline") if baseline else ("model",):
+            if not scores:  # answered without the context too: their "with" score is the context effect's
+                summary["scores"][f"{role}_with"] = mean_ci(own_wrong[f"{role}_own"], **stats)
+            summary["scores"][f"{role}_wrong"] = mean_ci(own_wrong[f"{role}_wrong"], **stats)
+        if baseline:
+            summary["content_effect"] = content_effect(*(own_wrong[arm] for arm in WRONG_ARMS), **stats)
+            summary.setdefault(
+                "gain", paired_difference(own_wrong["model_own"], own_wrong["baseline_own"], **stats)
+            )
+        else:
+            summary["content_lift"] = paired_difference(
+                own_wrong["model_own"], own_wrong["model_wrong"], **stats
+            )
+        summary["n_wrong_context"] = len(own_wrong["model_own"])
+    summary.setdefault("n", len(scores["model_with"]) if scores else len(own_wrong["model_own"]))
+    summary["verdict"] = verdict(summary) if baseline else _no_baseline_verdict(summary)
     return summary
+
+
+def _no_baseline_verdict(summary: dict[str, Any]) -> str:
+    parts = []
+    if summary.get("lift"):
+        parts.append(f"{_signed(summary['lift'], 3)} more with the user's context than without")
+    if summary.get("content_lift"):
+        parts.append(f"{_signed(summary['content_lift'], 3)} more with it than with another user's context")
+    return (
+        f"no baseline: the model scores {' and '.join(parts)}; pass --baseline to tell personalization from "
+        "a generic shift"
+    )
 
 
 def _item_scores(by_seed: dict[int, Sequence[dict[str, Any]]]) -> list[float]:
@@ -129,27 +158,55 @@ def _item_scores(by_seed: dict[int, Sequence[dict[str, Any]]]) -> list[float]:
 
 
 def verdict(summary: dict[str, Any], *, digits: int = 3) -> str:
-    """One line that says which moved: the context effect (personalization) or a generic shift."""
-    effect, shift, gain = summary["context_effect"], summary["generic_shift"], summary["gain"]
-    text = {
-        name: _signed(part, digits) for name, part in (("effect", effect), ("shift", shift), ("gain", gain))
-    }
-    if effect["ci"][0] > 0:
-        extra = f"; with a generic shift of {text['shift']}" if _excludes_zero(shift) else ""
-        return f"gain is personalization: context effect {text['effect']}{extra}"
-    if effect["ci"][1] < 0:
-        return f"the model reads the user's context less than the baseline: context effect {text['effect']}"
-    if _excludes_zero(shift):
+    """One line that says which moved: what the context says (content effect), its presence (context
+    effect) or every reply alike (generic shift). A gain is personalization when the content effect is clear
+    of zero; without the wrong-context control, when the context effect is."""
+    parts = ("context_effect", "generic_shift", "gain", "content_effect")
+    text = {name: _signed(summary[name], digits) for name in parts if summary.get(name)}
+    effect, shift, content = (
+        summary.get(name) for name in ("context_effect", "generic_shift", "content_effect")
+    )
+    shifted = f"; with a generic shift of {text['generic_shift']}" if shift and _excludes_zero(shift) else ""
+    if content and content["ci"][0] > 0:
+        also = f", context effect {text['context_effect']}" if effect else ""
+        return f"gain is personalization: content effect {text['content_effect']}{also}{shifted}"
+    if content and content["ci"][1] < 0:
+        return (
+            "the model tells the user's context from another user's less than the baseline: content effect "
+            f"{text['content_effect']}"
+        )
+    if effect and effect["ci"][0] > 0 and content:
+        return (
+            f"the gain comes with any user's context, not with what it says: context effect "
+            f"{text['context_effect']}, content effect {text['content_effect']} (own vs another user's context)"
+        )
+    if effect and effect["ci"][0] > 0:
+        return f"gain is personalization: context effect {text['context_effect']}{shifted}"
+    if effect and effect["ci"][1] < 0:
+        return f"the model reads the user's context less than the baseline: context effect {text['context_effect']}"
+    measured = ", ".join(
+        f"{name.replace('_', ' ')} {text[name]}" for name in parts[:1] + parts[3:] if name in text
+    )
+    if shift and _excludes_zero(shift):
         return (
             f"gain is a generic shift: the model changed the same way without the user's context "
-            f"(generic shift {text['shift']}, context effect {text['effect']})"
+            f"(generic shift {text['generic_shift']}, {measured})"
         )
-    if _excludes_zero(gain):
-        return (
-            f"gain of {text['gain']} not attributed: neither the context effect ({text['effect']}) "
-            f"nor the generic shift ({text['shift']}) is clear of zero"
+    if _excludes_zero(summary["gain"]):
+        named = [
+            f"the {name.replace('_', ' ')} ({text[name]})"
+            for name in parts
+            if name in text and name != "gain"
+        ]
+        if len(named) == 1:
+            return f"gain of {text['gain']} not attributed: {named[0]} is not clear of zero"
+        listed = (
+            f"neither {named[0]} nor {named[1]}"
+            if len(named) == 2
+            else f"none of {', '.join(named[:-1])} and {named[-1]}"
         )
-    return f"no measured change: gain {text['gain']}, context effect {text['effect']}"
+        return f"gain of {text['gain']} not attributed: {listed} is clear of zero"
+    return f"no measured change: gain {text['gain']}, {measured}"
 
 
 def arm_item_scores(eval_dir: str | Path, task: str) -> dict[str, dict[str, float]] | None:

@@ -29,7 +29,8 @@ from mipo.evaluation.baseline_cache import (
     start_partial,
     store_baseline_cache,
 )
-from mipo.evaluation.no_context import add_context_effects, run_without_context
+from mipo.evaluation.distillation_gap import gap_plan, measure_distillation_gaps
+from mipo.evaluation.no_context import add_context_effects, run_with_wrong_context, run_without_context
 from mipo.evaluation.settings import EvalConfig, Job, Runs
 from mipo.evaluation.summaries import build_results
 from mipo.tasks import Task
@@ -60,17 +61,22 @@ def evaluate(config: EvalConfig) -> Path:
     job = plan(config, load_tasks(config))
     if config.cad_alpha is not None:  # before any model loads
         require_item_contexts(job.tasks)
+    gap_tasks, gap_skipped = gap_plan(config, job)  # before any model loads (tokenizers only)
     start_partial(config, job)
     slot = ModelSlot(config.device, config.backend, config.dtype, **engine_options(config))
     try:
         runs, from_cache = run_models(config, job, slot)
         bare_runs = run_without_context(config, job, slot)
+        wrong_runs, draws = run_with_wrong_context(config, job, slot)
+        gaps = measure_distillation_gaps(config, job, runs, slot, [] if gap_skipped else gap_tasks)
         pmi_extra = score_pmi_tasks(config, job, runs, from_cache, slot)
     finally:
         slot.release()  # a vLLM engine gives its GPU memory back before the judge or the next stage
     store_baseline_cache(job, runs, from_cache)
     results = build_results(config, job, runs, from_cache, pmi_extra)
-    add_context_effects(config, results, job, runs, bare_runs)
+    add_context_effects(config, results, job, runs, bare_runs, wrong_runs, draws)
+    for task in gap_tasks:
+        results["tasks"][task.name]["distillation_gap"] = gaps.get(task.name) or {"skipped": gap_skipped}
     add_judgments(config, job.tasks, runs, results)  # judge:SOURCE, judge-check (mipo.evaluation.judge_task)
     atomic_write_json(results_path, results)
     clear_partial(job.partial)

@@ -145,10 +145,24 @@ class EvalConfig(ScoringSettings, JudgeSettings):
         "answers every item without it, to tell personalization from a generic change of style (doubles "
         "generation)",
     )
+    wrong_context: bool = option(
+        True,
+        "tasks whose items carry a user context: each model also answers every item with another user's context (a profile of the "
+        "same set whose preference differs, drawn with the first seed), scored against the item's own "
+        "preference: the content effect tells reading the context from reacting to any context (one more "
+        "answer per item)",
+    )
+    distillation_gap: bool | None = option(
+        None,
+        "tasks whose items carry a user context, with --baseline: how far the model's next-token distributions are from CAD of the "
+        "baseline (A from --cad-alpha, else 1), along the baseline's replies with the context; three "
+        "forward passes per item, no generation (mipo.evaluation.distillation_gap)",
+        default_text="on where items have a user context and --baseline is given",
+    )
     cad_alpha: float | None = option(
         None,
         "context-aware decoding for --model (the baseline decodes plainly): (1+A) log p(.|x,c) - A log p(.|x), "
-        "A >= 0; every item needs a context (mipo.engine.cad)",
+        "A >= 0; every item needs a context (mipo.engine.cad); also the teacher's A of the distillation gap",
     )
     cad_plausibility: float | None = option(None, PLAUSIBILITY_HELP)
 
@@ -156,11 +170,23 @@ class EvalConfig(ScoringSettings, JudgeSettings):
         from mipo.engine.cad import cad_problems
 
         problems = super().problems()
-        problems += cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
+        if self.cad_alpha is not None and not _is_number(self.cad_alpha):
+            problems.append(f"--cad-alpha must be a number >= 0, got {self.cad_alpha!r}")
+        else:
+            problems += cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
         if self.mc_mode == "loglik" and self.backend != "hf":
             problems.append(
                 f"--mc-mode loglik ranks choices by the model's log-probabilities, which backend {self.backend!r} "
                 "cannot score: use --backend hf, or --mc-mode generate"
+            )
+        if self.distillation_gap and not self.baseline:
+            problems.append(
+                "--distillation-gap needs --baseline: the teacher is context-aware decoding of the baseline"
+            )
+        if self.distillation_gap and self.backend != "hf":
+            problems.append(
+                f"--distillation-gap scores log-probabilities with the model itself: use --backend hf, "
+                f"not {self.backend!r}"
             )
         if not self.task_names:
             problems.append("task: name at least one task")
@@ -186,6 +212,7 @@ class Job:
 
 
 NO_CONTEXT = "no-context"
+WRONG_CONTEXT = "wrong-context"
 
 
 def no_context_role(role: str) -> str:
@@ -193,9 +220,28 @@ def no_context_role(role: str) -> str:
     return f"{role}.{NO_CONTEXT}"
 
 
-def measures_context_effect(config: EvalConfig, task: Task) -> bool:
+def wrong_context_role(role: str) -> str:
+    """``model`` -> ``model.wrong-context``: that role's answers with another user's context."""
+    return f"{role}.{WRONG_CONTEXT}"
+
+
+def scored_with_contexts(task: Task) -> bool:
     """Tasks scored on free replies to items with a user context (pmi measures the context its own way)."""
     from mipo.evaluation.judge_task import JUDGE_KINDS
 
     scored = task.score is not None and task.kind not in ("pmi", *JUDGE_KINDS)  # pmi: its own way; judges
-    return config.context_effect and scored and any(item.context for item in task.items)
+    return scored and any(item.context for item in task.items)
+
+
+def measures_context_effect(config: EvalConfig, task: Task) -> bool:
+    return config.context_effect and scored_with_contexts(task)
+
+
+def measures_content_effect(config: EvalConfig, task: Task) -> bool:
+    return config.wrong_context and scored_with_contexts(task)
+
+
+def _is_number(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

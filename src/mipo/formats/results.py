@@ -142,6 +142,8 @@ def context_effect_summary(evaluations: list[dict[str, Any]]) -> list[str]:
         for task, entry in results.get("tasks", {}).items():
             if entry.get("context_effect"):
                 lines += ["", *context_effect_lines(task, entry["context_effect"])]
+            if entry.get("distillation_gap"):
+                lines += ["", *distillation_gap_lines(task, entry["distillation_gap"])]
     return lines
 
 
@@ -191,6 +193,8 @@ def _task_details(name: str, entry: dict[str, Any]) -> list[str]:
         )
     if entry.get("context_effect"):
         text += ["", *context_effect_lines(name, entry["context_effect"])]
+    if entry.get("distillation_gap"):
+        text += ["", *distillation_gap_lines(name, entry["distillation_gap"])]
     return text
 
 
@@ -200,15 +204,20 @@ def context_effect_lines(name: str, effect: dict[str, Any], *, indent: str = "  
     scores = effect.get("scores", {})
     lines = [f"{name}: with and without the user's context (n={effect.get('n')} items)"]
     for role in ("model", "baseline"):
-        if f"{role}_with" in scores:
-            lines.append(
-                f"{indent}{role:<9} with {format_ci(scores[f'{role}_with'])}   "
-                f"without {format_ci(scores.get(f'{role}_without'))}"
-            )
+        arms = (("with", "with"), ("without", "without"), ("wrong", "another user's"))
+        shown = [
+            f"{label} {format_ci(scores[f'{role}_{arm}'])}"
+            for arm, label in arms
+            if f"{role}_{arm}" in scores
+        ]
+        if shown:
+            lines.append(f"{indent}{role:<9} " + "   ".join(shown))
     parts = (
         ("generic shift", "generic_shift", "model - baseline, without context"),
         ("context effect", "context_effect", "(model - baseline) with minus without, paired per item"),
+        ("content effect", "content_effect", "(model - baseline) own minus another user's context, paired"),
         ("with - without", "lift", "the model alone"),
+        ("own - other's", "content_lift", "the model alone, own minus another user's context"),
     )
     for label, key, meaning in parts:
         if effect.get(key):
@@ -218,6 +227,32 @@ def context_effect_lines(name: str, effect: dict[str, Any], *, indent: str = "  
             )
     if effect.get("verdict"):
         lines.append(f"{indent}verdict: {effect['verdict']}")
+    return lines
+
+
+def distillation_gap_lines(name: str, gap: dict[str, Any], *, indent: str = "  ") -> list[str]:
+    """The distillation gap of one task as text: KL(CAD teacher || model) per reply token for both models, the
+    gap closed, the share of CAD's decisions the model takes, and what the gap compares."""
+    if "skipped" in gap:
+        return [f"{name}: distillation gap: not measured: {gap['skipped']}"]
+    kl, decisions, points = gap["kl"], gap["decisions"], gap["decision_points"]
+    lines = [
+        f"{name}: distillation gap to CAD (A = {gap['alpha']:g}) of the baseline, along {gap['along']} "
+        f"(n={gap['n']} items)",
+        f"{indent}KL(CAD || .)    model {format_ci(kl['model'], 4)}   baseline {format_ci(kl['baseline'], 4)}"
+        "  (nats per reply token)",
+        f"{indent}gap closed      {format_ci(gap['gap_closed'], signed=True)}  (1 - KL(model) / KL(baseline))",
+    ]
+    share = f"{points['share']:.1%} of {points['tokens']} reply tokens"
+    if decisions.get("model"):
+        lines.append(
+            f"{indent}CAD's decisions {format_ci(decisions['model'])} taken by the model, "
+            f"{format_ci(decisions['baseline'])} by the baseline ({points['count']} positions on "
+            f"{decisions['n']} items, {share})"
+        )
+    else:
+        lines.append(f"{indent}CAD's decisions none: CAD's top token is the baseline's everywhere ({share})")
+    lines.append(f"{indent}compares: {gap['compares']}")
     return lines
 
 

@@ -75,7 +75,8 @@ def plot_grouped_bars(
 
 
 def plot_context_effect(scores: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path | None:
-    """Grouped bars with their intervals: with and without the user's context, base vs MIPO.
+    """Grouped bars with their intervals: with and without the user's context (and with another user's,
+    where measured), base vs MIPO.
 
     ``scores`` is a ``context_effect`` entry's ``scores`` (``model_with``, ``baseline_without``, ...)."""
     roles = [
@@ -86,17 +87,26 @@ def plot_context_effect(scores: dict[str, dict[str, Any]], path: Path, *, title:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     width = 0.8 / len(roles)
+    sides = [
+        (side, text)
+        for side, text in (
+            ("with", "with the user's context"),
+            ("without", "without it"),
+            ("wrong", "another user's context"),
+        )
+        if all(f"{role}_{side}" in scores for role, _ in roles)
+    ]
     for i, (role, label) in enumerate(roles):
-        arms = [scores[f"{role}_with"], scores[f"{role}_without"]]
+        arms = [scores[f"{role}_{side}"] for side, _ in sides]
         means = [arm["mean"] for arm in arms]
         errors = [
             [m - arm["ci"][0] for m, arm in zip(means, arms)],
             [arm["ci"][1] - m for m, arm in zip(means, arms)],
         ]
-        xs = [j + i * width for j in range(2)]
+        xs = [j + i * width for j in range(len(sides))]
         ax.bar(xs, means, width=width, yerr=errors, capsize=4, label=label, color=f"C{i}")
-    ax.set_xticks([j + width * (len(roles) - 1) / 2 for j in range(2)])
-    ax.set_xticklabels(["with the user's context", "without it"])
+    ax.set_xticks([j + width * (len(roles) - 1) / 2 for j in range(len(sides))])
+    ax.set_xticklabels([text for _, text in sides])
     ax.set(title=title, ylabel="score (mean, with interval)")
     ax.legend()
     fig.tight_layout()

@@ -58,7 +58,23 @@ def headline_blocks(run: RunFolder) -> list[Block]:
             blocks.append(
                 Block("p", f"**{task}, personalization or style?** {entry['context_effect']['verdict']}.")
             )
+        gap = entry.get("distillation_gap") or {}
+        if gap.get("kl"):
+            blocks.append(
+                Block("p", f"**{task}, how much of CAD did training absorb?** {_gap_sentence(gap)}.")
+            )
     return blocks
+
+
+def _gap_sentence(gap: dict[str, Any]) -> str:
+    kl = gap["kl"]
+    decisions = gap["decisions"].get("model")
+    taken = f"; it takes {format_ci(decisions)} of CAD's decisions" if decisions else ""
+    return (
+        f"KL(CAD A = {gap['alpha']:g} ‖ model) {format_number(kl['model']['mean'], 4)} nats per reply token "
+        f"against the base model's {format_number(kl['baseline']['mean'], 4)}: gap closed "
+        f"{format_ci(gap['gap_closed'], signed=True)}{taken}"
+    )
 
 
 def results_blocks(run: RunFolder) -> list[Block]:
@@ -95,10 +111,13 @@ def context_effect_blocks(run: RunFolder) -> list[Block]:
         blocks.append(
             Block(
                 "p",
-                f"Each model answered the {effect.get('n')} items again without the user's context, scored "
-                "against the same stated preferences. The *generic shift* is MIPO − base without the context "
-                "(a change of style for everyone); the *context effect* is MIPO − base with the context minus "
-                "the same without it, paired per item: only it shows that the model reads the user's context.",
+                f"Each model answered the {effect.get('n')} items again without the user's context, and with "
+                "another user's context (a profile whose preference differs), scored against the same stated "
+                "preferences. The *generic shift* is MIPO − base without the context (a change of style for "
+                "everyone); the *context effect* is MIPO − base with the context minus the same without it, "
+                "paired per item; the *content effect* is MIPO − base with the user's own context minus the same "
+                "with another user's: only it shows that the model reads what the context says, not just that "
+                "there is one.",
             )
         )
         fig = plot_context_effect(
@@ -117,6 +136,7 @@ def context_effect_blocks(run: RunFolder) -> list[Block]:
         )
         if effect.get("verdict"):
             blocks.append(Block("p", f"**Verdict**: {effect['verdict']}."))
+        blocks += _distillation_gap_blocks(entry.get("distillation_gap") or {}, label)
         per_type = effect.get("per_preference") or {}
         if per_type:
             rows = [
@@ -133,17 +153,50 @@ def context_effect_blocks(run: RunFolder) -> list[Block]:
     return blocks
 
 
+def _distillation_gap_blocks(gap: dict[str, Any], label: str) -> list[Block]:
+    """The distillation gap beside the verdict: the KL to CAD for both models, the gap closed, CAD's decisions."""
+    if "skipped" in gap:
+        return [Block("p", f"Distillation gap: not measured: {gap['skipped']}.")]
+    if not gap.get("kl"):
+        return []
+    decisions, points = gap["decisions"], gap["decision_points"]
+    rows = [
+        ["KL(CAD ‖ MIPO), nats per reply token", format_ci(gap["kl"]["model"], 4), ""],
+        ["KL(CAD ‖ base), the starting gap", format_ci(gap["kl"]["baseline"], 4), ""],
+        [
+            "MIPO − base",
+            format_ci(gap["kl"]["difference"], 4, signed=True),
+            format_p(gap["kl"]["difference"].get("p_value")),
+        ],
+        ["gap closed, 1 − KL(MIPO) / KL(base)", format_ci(gap["gap_closed"], signed=True), ""],
+        ["CAD's decisions taken by MIPO", format_ci(decisions.get("model")), ""],
+    ]
+    return [
+        Block(
+            "p",
+            f"**Distillation gap** to context-aware decoding (A = {gap['alpha']:g}) of the base model, along "
+            f"{gap['along']}, over {gap['n']} items: {points['count']} of {points['tokens']} reply tokens "
+            f"({points['share']:.1%}) are CAD's decisions (its top token is not the base model's). "
+            f"Compares: {gap['compares']}.",
+        ),
+        Block("table", headers=["", f"value [{label}]", "p"], rows=rows),
+    ]
+
+
 def _context_effect_rows(effect: dict[str, Any]) -> list[list[str]]:
     names = {"model": "MIPO", "baseline": "base"}
+    sides = {"with": "with context", "without": "without context", "wrong": "with another user's context"}
     rows = []
     for arm, value in effect.get("scores", {}).items():
         role, _, side = arm.partition("_")
-        rows.append([f"{names.get(role, role)} {side} context", format_ci(value), ""])
+        rows.append([f"{names.get(role, role)} {sides.get(side, side)}", format_ci(value), ""])
     for key, label in (
         ("gain", "gain (MIPO − base, with context)"),
         ("generic_shift", "generic shift (MIPO − base, without context)"),
         ("context_effect", "context effect (difference of differences)"),
+        ("content_effect", "content effect (own vs another user's context, difference of differences)"),
         ("lift", "MIPO with − without context"),
+        ("content_lift", "MIPO with its own − another user's context"),
     ):
         if effect.get(key):
             rows.append([label, format_ci(effect[key], signed=True), format_p(effect[key].get("p_value"))])
