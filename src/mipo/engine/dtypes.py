@@ -20,6 +20,15 @@ DTYPES = ("auto", "float32", "bfloat16")
 GPU_ONLY_DTYPES = ("float16",)  # half precision: fine on a GPU, slow and overflow-prone on a CPU
 
 
+def default_device() -> str:
+    """cuda where a GPU is visible, else cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
 def native_bf16_unit() -> str | None:
     """The CPU unit that computes bf16 in hardware, as PyTorch reports it ("AMX", "AVX512-BF16"), or None."""
     import torch
@@ -67,8 +76,6 @@ def torch_dtype(dtype: str | None, device: str) -> Any:
 def dtype_problems(dtype: str | None, device: str | None, backend: str = "hf") -> list[str]:
     """What makes ``--dtype`` unusable, before any model loads: an unknown name, half precision on a CPU, or
     bf16 for vLLM on a GPU that does not compute it."""
-    from mipo.engine.models import default_device
-
     if dtype is None:
         return []
     choices = ", ".join(DTYPES)
@@ -89,8 +96,6 @@ def dtype_problems(dtype: str | None, device: str | None, backend: str = "hf") -
 
 def dtype_report(device: str | None = None) -> str:
     """One line for ``mipo --version``: what ``--dtype auto`` picks here, and why."""
-    from mipo.engine.models import default_device
-
     device = str(device or default_device())
     name, reason = auto_dtype(device)
     return f"--dtype auto on {device}: {name} ({reason})"

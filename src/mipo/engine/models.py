@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mipo.core.errors import MipoError
+from mipo.engine.dtypes import default_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -105,14 +106,6 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MIPO_CACHE", Path.home() / ".cache" / "mipo")).expanduser()
-
-
-def default_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
 
 
 def default_dtype(device: str) -> Any:
