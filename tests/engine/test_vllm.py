@@ -99,6 +99,11 @@ def test_engine_settings_pass_through_under_vllms_names_over_defaults_that_fit_t
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     load(tiny_model_dir)
     assert stub_vllm.engines[2].engine_args["dtype"] == "float16"
+    # --dtype is vLLM's dtype, unless the vllm mapping names one
+    load(tiny_model_dir, dtype="float32")
+    assert stub_vllm.engines[3].engine_args["dtype"] == "float32"
+    load(tiny_model_dir, dtype="float32", engine_settings={"dtype": "bfloat16"})
+    assert stub_vllm.engines[4].engine_args["dtype"] == "bfloat16"
 
 
 def test_each_reply_has_its_own_seed_and_stops_where_the_hf_engine_stops(stub_vllm, tiny_model_dir):

@@ -161,10 +161,12 @@ def load(
     seed: int = 0,
     engine_settings: dict[str, Any] | None = None,
     max_new_tokens: int = 256,
+    dtype: str | None = None,
 ) -> VLLMEngine:
     """``model``: a built-in name, a folder (full weights or a LoRA adapter) or a Hub id. ``engine_settings``:
     the stage's ``vllm`` mapping, over mipo's defaults (``vllm_settings.engine_arguments``). ``device`` is not
-    vLLM's to take: ``CUDA_VISIBLE_DEVICES`` chooses its GPUs (``pin_device``)."""
+    vLLM's to take: ``CUDA_VISIBLE_DEVICES`` chooses its GPUs (``pin_device``). ``dtype``: ``--dtype``; other
+    than ``auto`` it is vLLM's ``dtype`` unless the ``vllm`` mapping names one."""
     if not vllm_installed():
         raise MipoError(VLLM_MISSING)
     from transformers import AutoConfig, GenerationConfig
@@ -183,6 +185,8 @@ def load(
     except OSError:  # no generation_config.json: the model config's eos
         eos = getattr(text_config, "eos_token_id", None)
     tokenizer = load_tokenizer(model)
+    if dtype not in (None, "auto"):
+        engine_settings = {"dtype": dtype, **(engine_settings or {})}
     arguments = engine_arguments(
         engine_settings or {},
         model_maximum=getattr(text_config, "max_position_embeddings", None),
