@@ -116,3 +116,29 @@ def test_adapter_base_is_public_and_reads_peft_config(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
     assert models.adapter_base(str(tmp_path)) == "org/base"
     assert models.adapter_base(str(tmp_path.parent)) is None  # not an adapter folder
+
+
+def test_weights_load_straight_onto_a_gpu_and_are_left_where_zero3_puts_them(tiny_model_dir, monkeypatch):
+    """Training loads onto each process's own device, not onto the CPU of every rank (issue 24: 32 GB of host
+    memory per rank at 8B fp32); under ZeRO-3 the partitioned parameters are never moved."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from mipo.engine.models import load_model
+
+    real = AutoModelForCausalLM.from_pretrained
+    asked, moved = [], []
+
+    def from_pretrained(*args, **kwargs):
+        asked.append(kwargs.get("device_map"))
+        return real(*args, **{k: v for k, v in kwargs.items() if k != "device_map"})
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(transformers.PreTrainedModel, "to", lambda self, *a, **k: moved.append(a) or self)
+    load_model(str(tiny_model_dir), device="cuda:1")
+    assert asked == ["cuda:1"] and moved == [("cuda:1",)]
+    load_model(str(tiny_model_dir), device="cpu")
+    assert asked[-1] is None and moved[-1] == ("cpu",)
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    load_model(str(tiny_model_dir), device="cuda:0")
+    assert asked[-1] is None and len(moved) == 2  # transformers partitions as it loads; nothing moved

@@ -236,10 +236,15 @@ def load_model(
     """Return ``(model, tokenizer)`` ready for generation: eval mode, on ``device``, pad token and left padding set.
 
     ``name`` is a built-in name (``mipo models``), a local folder (full weights or a LoRA adapter) or a Hub id.
+    On a GPU the weights load straight onto ``device`` (no copy of the model in host memory per process);
+    under DeepSpeed ZeRO-3 transformers partitions them as they load, and they are not moved at all.
     """
     from transformers import AutoModelForCausalLM
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
     device = device or default_device()
+    sharded = is_deepspeed_zero3_enabled()
+    placement = {"device_map": device} if str(device).startswith("cuda") and not sharded else {}
     dtype = dtype or default_dtype(device)
     source = resolve_model(name)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
@@ -255,13 +260,15 @@ def load_model(
                 model = PeftModel.from_pretrained(base, source).merge_and_unload()
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, trust_remote_code=trust_remote_code
+                source, dtype=dtype, trust_remote_code=trust_remote_code, **placement
             )
     except OSError as e:
         raise MipoError(f"cannot load model '{name}': {_first_line(e)}") from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.to(device).eval()
+    if not sharded:  # partitioned parameters are DeepSpeed's to place
+        model.to(device)
+    model.eval()
     return model, tokenizer
 
 

@@ -164,7 +164,8 @@ def build_trainer(job: TrainingJob, run: Any, args: Any, callbacks: list | tuple
     # With bf16 (--dtype), LoRA keeps the frozen base in bf16 (PEFT keeps the adapters in fp32); full
     # fine-tuning keeps fp32 master weights and computes under bf16 autocast, on a GPU as on a CPU.
     run.state["dtype"] = torch.bfloat16 if args.bf16 and not config.full else torch.float32
-    model, tokenizer = load_model(config.model, device="cpu", dtype=run.state["dtype"])
+    # Onto this process's device (args.device: its GPU under accelerate launch), not the CPU of every rank
+    model, tokenizer = load_model(config.model, device=str(args.device), dtype=run.state["dtype"])
     model.train()
     checkpoint = job.folder.checkpoint
     resume_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else (0 if config.resume else None)
