@@ -1,0 +1,90 @@
+"""The method screen's table (docs/results.md, "Train what decoding knows"): one row per evaluation folder,
+with the columns issues 25 and 28 ask for, read from each ``results.json`` and its example files.
+
+    python scripts/screen_table.py runs/results/screen-*-s0/eval/prefs runs/results/screen-cad-a1-s0/eval/prefs
+
+Columns: adherence with the context (model, base), the context effect, the content effect (own against
+another user's context), the generic shift (each with its 95% CI), mean words of the model's replies with
+and without a context (the base's in brackets), replies that repeat themselves, and the distillation gap to
+CAD A = 1 (mean per-token KL of the model, of the base, the gap closed and CAD's decisions taken).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def interval(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    low, high = entry["ci"]
+    return f"{entry['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def replies(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [str(r.get("response", "")) for r in rows]
+
+
+def words(texts: list[str]) -> str:
+    return f"{sum(len(t.split()) for t in texts) / len(texts):.0f}" if texts else "-"
+
+
+def repeating(texts: list[str]) -> int:
+    """Replies in which some 4-word sequence occurs three times or more (a loop)."""
+    count = 0
+    for text in texts:
+        tokens = text.split()
+        grams = [tuple(tokens[i : i + 4]) for i in range(len(tokens) - 3)]
+        count += any(grams.count(g) >= 3 for g in set(grams))
+    return count
+
+
+def row(folder: Path) -> str:
+    task = json.loads((folder / "results.json").read_text())["tasks"]["prefs"]
+    effect = task.get("context_effect", {})
+    gap = task.get("distillation_gap", {})
+    examples = folder / "examples"
+    model_with, model_without = (
+        replies(examples / "prefs.model.jsonl"),
+        replies(examples / "prefs.model.no-context.jsonl"),
+    )
+    base_with = replies(examples / "prefs.baseline.jsonl")
+    base_without = replies(examples / "prefs.baseline.no-context.jsonl")
+    kl = gap.get("kl", {})
+    name = folder.parents[1].name if folder.parent.name == "eval" else folder.name
+    cells = [
+        name,
+        f"{task['model']['mean']:.3f} / {task['baseline']['mean']:.3f}",
+        interval(effect.get("context_effect")),
+        interval(effect.get("content_effect")),
+        interval(effect.get("generic_shift")),
+        f"{words(model_with)} ({words(base_with)})",
+        f"{words(model_without)} ({words(base_without)})",
+        f"{repeating(model_with)} ({repeating(base_with)})",
+        f"{kl['model']['mean']:.4f} / {kl['baseline']['mean']:.4f}" if kl else "-",
+        interval(gap.get("gap_closed")),
+        f"{gap['decisions']['model']['mean']:.2f}" if "decisions" in gap else "-",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="evaluation folders (each with results.json)")
+    args = parser.parse_args()
+    print(
+        "| run | adherence model / base | context effect | content effect | generic shift | words with context "
+        "(base) | words without (base) | repeating (base) | KL to CAD model / base | gap closed | decisions |"
+    )
+    print("|---" * 11 + "|")
+    for folder in args.folders:
+        print(row(folder))
+
+
+if __name__ == "__main__":
+    main()
