@@ -5,7 +5,8 @@ with the columns issues 25 and 28 ask for, read from each ``results.json`` and i
 
 Columns: adherence with the context (model, base), the context effect, the content effect (own against
 another user's context), the generic shift (each with its 95% CI), mean words of the model's replies with
-and without a context (the base's in brackets), replies that repeat themselves, and the distillation gap to
+and without a context (the base's in brackets), replies that repeat themselves (under 70% of their 3-word sequences distinct, as in
+scripts/results_table.py), and the distillation gap to
 CAD A = 1 (mean per-token KL of the model, of the base, the gap closed and CAD's decisions taken).
 """
 
@@ -13,7 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_table import degenerate_replies  # noqa: E402  (docs/results.md's definition of "repeating")
 
 
 def interval(entry: dict | None) -> str:
@@ -32,16 +37,6 @@ def replies(path: Path) -> list[str]:
 
 def words(texts: list[str]) -> str:
     return f"{sum(len(t.split()) for t in texts) / len(texts):.0f}" if texts else "-"
-
-
-def repeating(texts: list[str]) -> int:
-    """Replies in which some 4-word sequence occurs three times or more (a loop)."""
-    count = 0
-    for text in texts:
-        tokens = text.split()
-        grams = [tuple(tokens[i : i + 4]) for i in range(len(tokens) - 3)]
-        count += any(grams.count(g) >= 3 for g in set(grams))
-    return count
 
 
 def row(folder: Path) -> str:
@@ -65,12 +60,31 @@ def row(folder: Path) -> str:
         interval(effect.get("generic_shift")),
         f"{words(model_with)} ({words(base_with)})",
         f"{words(model_without)} ({words(base_without)})",
-        f"{repeating(model_with)} ({repeating(base_with)})",
+        f"{degenerate_replies(folder, 'prefs', 'model')[1]} ({degenerate_replies(folder, 'prefs', 'baseline')[1]})",
         f"{kl['model']['mean']:.4f} / {kl['baseline']['mean']:.4f}" if kl else "-",
         interval(gap.get("gap_closed")),
         f"{gap['decisions']['model']['mean']:.2f}" if "decisions" in gap else "-",
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def words_by_preference(folder: Path) -> str:
+    """Mean words of the model's (and the base's) replies with the context, per stated preference type: is a
+    shorter reply one the user asked for (max_words) or everyone's?"""
+    totals: dict[str, list[list[int]]] = {}
+    for side, name in ((0, "prefs.model.jsonl"), (1, "prefs.baseline.jsonl")):
+        path = folder / "examples" / name
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            for preference in row.get("preferences") or []:
+                totals.setdefault(preference["type"], [[], []])[side].append(
+                    len(str(row["response"]).split())
+                )
+    return ", ".join(
+        f"{kind} {sum(m) / len(m):.0f} ({sum(b) / len(b):.0f})"
+        for kind, (m, b) in sorted(totals.items())
+        if m and b
+    )
 
 
 def main() -> None:
@@ -84,6 +98,11 @@ def main() -> None:
     print("|---" * 11 + "|")
     for folder in args.folders:
         print(row(folder))
+    print("\nwords with the context, per stated preference type: model (base)")
+    for folder in args.folders:
+        print(
+            f"- {folder.parents[1].name if folder.parent.name == 'eval' else folder.name}: {words_by_preference(folder)}"
+        )
 
 
 if __name__ == "__main__":
