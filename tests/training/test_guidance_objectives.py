@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mipo.engine.cad import token_kl
 from mipo.training.objectives._contrastive import cca_loss
-from mipo.training.objectives._guidance import decision_weighted_mean, guidance_loss, token_kl
+from mipo.training.objectives._guidance import decision_weighted_mean, guidance_loss
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -165,9 +166,9 @@ def test_cca_trains_a_step_with_lora_and_full_weights(tmp_path, tiny_model_dir, 
 
 def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float) -> float:
     """The mean per-token KL(CAD teacher || the model itself) over the chosen replies, from full forward passes."""
+    from mipo.engine.cad import cad_log_probs
     from mipo.engine.models import load_model
     from mipo.engine.scoring import encode_response
-    from mipo.training.objectives._guidance import teacher_log_probs, token_kl
 
     model, tokenizer = load_model(str(model_dir), device="cpu")
     kls = []
@@ -179,7 +180,7 @@ def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float) -> float:
             with torch.no_grad():
                 full = model(input_ids=torch.tensor([prompt_ids + reply_ids])).logits[0]
             logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply_ids) - 1])
-        kls.append(token_kl(teacher_log_probs(logits[0], logits[1], alpha), logits[0]))
+        kls.append(token_kl(cad_log_probs(logits[0], logits[1], alpha), logits[0]))
     return torch.cat(kls).mean().item()
 
 

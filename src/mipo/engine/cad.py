@@ -44,6 +44,24 @@ def context_aware_logits(
     return scores.masked_fill(~head, float("-inf"))
 
 
+def cad_log_probs(with_context: torch.Tensor, without: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N, V) next-token logits (or log-probs) with and without the context -> (N, V) the log-probs CAD
+    decodes from: the teacher of the ``guidance`` objective and of ``mipo eval``'s distillation gap."""
+    import torch
+
+    return torch.log_softmax(context_aware_logits(with_context, without, alpha), dim=-1)
+
+
+def token_kl(target_log_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """(N, V) target log-probs and a model's logits (or log-probs) -> (N,) KL(target ‖ model) per position,
+    in nats; a token the target gives no mass adds nothing (not 0 · ∞)."""
+    import torch
+
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    target = target_log_probs.exp()
+    return torch.where(target > 0, target * (target_log_probs - log_probs), 0.0).sum(dim=-1)
+
+
 def cad_problems(
     cad_alpha: float | None, backend: str, *, with_context: bool = True, plausibility: float | None = None
 ) -> list[str]:

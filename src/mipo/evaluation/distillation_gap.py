@@ -42,14 +42,10 @@ def gap_scores(
     with the context, without it, and the model with it. ``{kl, decision_points, decisions_taken, tokens}``:
     the mean per-token KL(teacher ‖ model) in nats, the positions where the teacher's top token is not the
     baseline's, and how many of them the model's top token is the teacher's."""
-    import torch
+    from mipo.engine.cad import cad_log_probs, token_kl
 
-    from mipo.engine.cad import context_aware_logits
-
-    teacher = torch.log_softmax(context_aware_logits(with_context, without, alpha), dim=-1)  # (T, V)
-    model = model.float()
-    p_teacher = teacher.exp()
-    per_token = torch.where(p_teacher > 0, p_teacher * (teacher - model), 0.0).sum(-1)  # (T,)
+    teacher = cad_log_probs(with_context, without, alpha)  # (T, V)
+    per_token = token_kl(teacher, model)  # (T,)
     teacher_top = teacher.argmax(-1)  # (T,)
     points = teacher_top != with_context.argmax(-1)  # (T,): CAD's decision points
     taken = model.argmax(-1)[points] == teacher_top[points]

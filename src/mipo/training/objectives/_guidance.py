@@ -5,8 +5,8 @@ next-token distribution from the frozen reference (the starting model):
 
     q_t = softmax((1 + A) l(.|x, y<t) - A l(.|x', y<t))        A = --cad-alpha, x' = the negative prompt
 
-built by ``mipo.engine.cad.context_aware_logits``, the function CAD decodes with, so that decoding and
-distillation share one definition. The policy π_θ(.|x, y<t) is pulled towards it by KL(q_t ‖ π_θ) per token.
+built by ``mipo.engine.cad.cad_log_probs`` from ``context_aware_logits``, the function CAD decodes with, so
+that decoding, distillation and the distillation gap share one definition. The policy π_θ(.|x, y<t) is pulled towards it by KL(q_t ‖ π_θ) per token.
 ``--preserve W`` adds W x KL(p_ref(.|x', y-<t) ‖ π_θ(.|x', y-<t)) along the negative prompt's own reply y-:
 the model keeps what it does without the context.
 
@@ -17,18 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from mipo.engine.cad import context_aware_logits
-
-
-def teacher_log_probs(with_context: torch.Tensor, without: torch.Tensor, alpha: float) -> torch.Tensor:
-    """(N, V) reference logits under x and under x' -> (N, V) CAD's log-probs log q_t."""
-    return torch.log_softmax(context_aware_logits(with_context, without, alpha), dim=-1)
-
-
-def token_kl(target_log_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """(N, V) target log-probs and model logits -> (N,) KL(target ‖ softmax(logits)) per position, in nats."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    return (target_log_probs.exp() * (target_log_probs - log_probs)).sum(dim=-1)
+from mipo.engine.cad import cad_log_probs, token_kl
 
 
 def decision_weighted_mean(
@@ -52,7 +41,7 @@ def guidance_loss(
     """(N, V) policy logits under x, reference logits under x and under x' -> the loss (a scalar), the (N,)
     per-token KL(q_t ‖ π_θ) and the (N,) decisions: the positions where the teacher's top token differs
     from the policy's, which weigh ``decision_weight`` (``decision_weighted_mean``)."""
-    teacher = teacher_log_probs(with_context, without, alpha)
+    teacher = cad_log_probs(with_context, without, alpha)
     kl = token_kl(teacher, logits)
     decisions = teacher.argmax(dim=-1) != logits.detach().argmax(dim=-1)
     return decision_weighted_mean(kl, decisions, decision_weight), kl, decisions

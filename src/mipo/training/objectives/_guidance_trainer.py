@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mipo.engine.cad import cad_log_probs, token_kl
 from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
-from mipo.training.objectives._guidance import guidance_loss, teacher_log_probs, token_kl
+from mipo.training.objectives._guidance import guidance_loss
 
 OWN_REPLY = (("prompt", "chosen"), ("negative_prompt", "chosen"))  # y+ under x (policy, teacher) and x'
 NEGATIVE_REPLY = ("negative_prompt", "rejected")  # y- under x': the preservation term's sequence
@@ -92,7 +93,7 @@ class GuidanceTrainer(PairTrainer):
         """CAD's decisions (positions where the teacher's top token is not the reference's), and how many of
         them the policy's top token takes: ``decisions`` in the log is their share since the last log."""
         with torch.no_grad():
-            teacher_top = teacher_log_probs(with_context, without, self.args.cad_alpha).argmax(dim=-1)
+            teacher_top = cad_log_probs(with_context, without, self.args.cad_alpha).argmax(dim=-1)
             decided = teacher_top != with_context.argmax(dim=-1)
             taken = decided & (policy.argmax(dim=-1) == teacher_top)
         counts = self.accelerator.gather_for_metrics(torch.stack([taken.sum(), decided.sum()]).reshape(1, 2))
