@@ -101,19 +101,12 @@ def context_text(profile: list[dict[str, Any]]) -> str:
 
 
 def _records(qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str) -> list[dict]:
-    records = []
-    for q in qs:
-        for j in range(profiles_per_question):
-            profile = draw_profile(random.Random(f"ifeval-{tag}:{seed}:{q['qid']}:{j}"))
-            records.append(
-                {
-                    "id": f"{q['qid']}-p{j}",
-                    "prompt": q["question"],
-                    "context": context_text(profile),
-                    "meta": {"instructions": profile, "question_id": q["qid"], "source": q["source"]},
-                }
-            )
-    return records
+    from mipo.tasks.prefs.items import profile_records
+
+    def draw(qid: str, j: int) -> list[dict[str, Any]]:
+        return draw_profile(random.Random(f"ifeval-{tag}:{seed}:{qid}:{j}"))
+
+    return profile_records(qs, profiles_per_question, draw, context_text, "instructions")
 
 
 def train_records(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +59,38 @@ def split_questions(pool: list[dict[str, str]]) -> tuple[list[dict[str, str]], l
     return train, test
 
 
-def _records(
-    qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str, types: list[str] | None
+def profile_records(
+    qs: list[dict[str, str]],
+    profiles_per_question: int,
+    draw: Callable[[str, int], list[dict[str, Any]]],
+    describe: Callable[[list[dict[str, Any]]], str],
+    meta_key: str,
 ) -> list[dict]:
+    """A prompt record per question and profile (``prefs``, ``ifeval``): ``draw(question_id, j)`` is the
+    question's j-th profile, ``describe(profile)`` the user's context that states it, kept under
+    ``meta[meta_key]`` for scoring."""
     records = []
     for q in qs:
         for j in range(profiles_per_question):
-            profile = draw_profile(random.Random(f"{tag}:{seed}:{q['qid']}:{j}"), types)
+            profile = draw(q["qid"], j)
             records.append(
                 {
                     "id": f"{q['qid']}-p{j}",
                     "prompt": q["question"],
-                    "context": context_text(profile),
-                    "meta": {"preferences": profile, "question_id": q["qid"], "source": q["source"]},
+                    "context": describe(profile),
+                    "meta": {meta_key: profile, "question_id": q["qid"], "source": q["source"]},
                 }
             )
     return records
+
+
+def _records(
+    qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str, types: list[str] | None
+) -> list[dict]:
+    def draw(qid: str, j: int) -> list[dict[str, Any]]:
+        return draw_profile(random.Random(f"{tag}:{seed}:{qid}:{j}"), types)
+
+    return profile_records(qs, profiles_per_question, draw, context_text, "preferences")
 
 
 def train_records(
