@@ -101,6 +101,14 @@ def require_contexts(records, path: str, context_field: str) -> None:
             raise InputError(path, message, line=record.line, field=context_field)
 
 
+def cad_settings(cad_alpha: float | None, plausibility: float | None = None) -> dict:
+    """``{"cad_alpha": A, "cad_plausibility": TAU}`` as set (nothing without --cad-alpha): what a row's
+    ``generation``, a fingerprint and the engine's arguments record of context-aware decoding."""
+    if cad_alpha is None:
+        return {}
+    return {"cad_alpha": cad_alpha} | ({"cad_plausibility": plausibility} if plausibility is not None else {})
+
+
 def cad_arguments(
     cad_alpha: float | None, records, context_mode: str, plausibility: float | None = None
 ) -> dict:
@@ -111,5 +119,4 @@ def cad_arguments(
     if cad_alpha is None or records is None:
         return {}
     plain = [to_conversation(r, context_mode=context_mode, with_context=False) for r in records]
-    arguments = {"cad_alpha": cad_alpha, "without_context": plain}
-    return arguments | ({"cad_plausibility": plausibility} if plausibility is not None else {})
+    return cad_settings(cad_alpha, plausibility) | {"without_context": plain}

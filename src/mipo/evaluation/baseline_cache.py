@@ -93,6 +93,7 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
     """Everything that changes a generated row: model weights, items, sampling settings, and the engine,
     threads, workers, CPU kernels and versions it runs with (``mipo.engine.environment``)."""
     from mipo.core.fingerprint import digest, fingerprint, weights_identity
+    from mipo.engine.cad import cad_settings
     from mipo.engine.environment import reply_environment
     from mipo.engine.models import resolve_model
 
@@ -105,11 +106,7 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         against=config.against,
         context_effect=config.context_effect,
         wrong_context=config.wrong_context,
-        **{
-            name: getattr(config, name)
-            for name in ("cad_alpha", "cad_plausibility")
-            if getattr(config, name, None) is not None
-        },
+        **cad_settings(getattr(config, "cad_alpha", None), getattr(config, "cad_plausibility", None)),
         environment=reply_environment(config.device, config.workers, config.backend, config.dtype),
         **({"vllm": config.vllm} if config.vllm else {}),  # the vLLM engine's settings, where given
     )

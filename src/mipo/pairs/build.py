@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mipo.core.config import add_config_arguments, resolve
 from mipo.engine.backends import close_engine
+from mipo.engine.cad import cad_settings
 from mipo.pairs.config import Conversation, PairsConfig, PairsSummary
 from mipo.pairs.output import (
     append_responses,
@@ -155,8 +156,7 @@ def _generate(
     of each conversation against its contrast (the same prompt without its context)."""
     cad = {}
     if contrasts is not None:
-        cad = {"cad_alpha": config.cad_alpha, "without_context": contrasts}
-        cad |= {"cad_plausibility": config.cad_plausibility} if config.cad_plausibility is not None else {}
+        cad = cad_settings(config.cad_alpha, config.cad_plausibility) | {"without_context": contrasts}
     return engine.generate(
         conversations,
         **cad,

@@ -198,7 +198,8 @@ def _pair_row(
 
 def _cad_settings(config: PairsConfig) -> dict[str, Any]:
     """How ``cad``'s chosen reply was decoded, and which reply was rejected."""
-    settings = {"cad_alpha": config.cad_alpha, "cad_rejected": config.cad_rejected}
-    return settings | (
-        {"cad_plausibility": config.cad_plausibility} if config.cad_plausibility is not None else {}
+    from mipo.engine.cad import cad_settings
+
+    return {"cad_alpha": config.cad_alpha, "cad_rejected": config.cad_rejected} | cad_settings(
+        config.cad_alpha, config.cad_plausibility
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mipo.core.config import add_config_arguments, option, require, resolve
-from mipo.engine.cad import PLAUSIBILITY_HELP, cad_arguments, cad_problems, require_contexts
+from mipo.engine.cad import PLAUSIBILITY_HELP, cad_arguments, cad_problems, cad_settings, require_contexts
 from mipo.engine.generation import GenerationJob, GenerationStats
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,7 @@ def _sample_row(record, conversation, texts: list[str], config: SampleConfig) ->
             "max_new_tokens": config.max_new_tokens,
             "samples": config.samples,
             "backend": config.backend,
-            **({"cad_alpha": config.cad_alpha} if config.cad_alpha is not None else {}),
-            **({"cad_plausibility": config.cad_plausibility} if config.cad_plausibility is not None else {}),
+            **cad_settings(config.cad_alpha, config.cad_plausibility),
         },
     }
 
