@@ -177,8 +177,8 @@ def engine_arguments(
 
 
 def default_dtype() -> str:
-    """bfloat16 where the GPU computes it natively (not emulated: V100, T4), else float16."""
-    import torch
+    """bfloat16 where the GPU computes it natively (not emulated: V100, T4; ``--dtype auto``'s own test),
+    else float16."""
+    from mipo.engine.dtypes import auto_dtype
 
-    native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    return "bfloat16" if native else "float16"
+    return "bfloat16" if auto_dtype("cuda")[0] == "bfloat16" else "float16"
