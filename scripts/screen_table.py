@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_table import degenerate_replies  # noqa: E402  (docs/results.md's definition of "repeating")
+from results_table import _rows, degenerate_replies  # noqa: E402  (docs/results.md's definition of "repeating")
 
 
 def interval(entry: dict | None) -> str:
@@ -31,8 +31,7 @@ def interval(entry: dict | None) -> str:
 def replies(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [str(r.get("response", "")) for r in rows]
+    return [str(r.get("response", "")) for r in _rows(path)]
 
 
 def words(texts: list[str]) -> str:
@@ -73,9 +72,7 @@ def words_by_preference(folder: Path) -> str:
     shorter reply one the user asked for (max_words) or everyone's?"""
     totals: dict[str, list[list[int]]] = {}
     for side, name in ((0, "prefs.model.jsonl"), (1, "prefs.baseline.jsonl")):
-        path = folder / "examples" / name
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+        for row in _rows(folder / "examples" / name):
             for preference in row.get("preferences") or []:
                 totals.setdefault(preference["type"], [[], []])[side].append(
                     len(str(row["response"]).split())
