@@ -2,6 +2,7 @@
 with the columns issues 25 and 28 ask for, read from each ``results.json`` and its example files.
 
     python scripts/screen_table.py runs/results/screen-*-s0/eval/prefs runs/results/screen-cad-a1-s0/eval/prefs
+    python scripts/screen_table.py --pool runs/results/screen-guidance-a3-preserve-p3-s*/eval/prefs
 
 Columns: adherence with the context (model, base), the context effect, the content effect (own against
 another user's context), the generic shift (each with its 95% CI), mean words of the model's replies with
@@ -84,10 +85,43 @@ def words_by_preference(folder: Path) -> str:
     )
 
 
+def pooled(folders: list[Path]) -> str:
+    """One recipe's seeds pooled item by item: its context effect (``pooled_context_effect``) and its
+    content effect (each item's (model - base) own minus the same with another user's context, averaged
+    over the runs, then a bootstrap interval over items)."""
+    from mipo.core.stats import mean_ci
+    from mipo.evaluation.context_effect import pooled_context_effect
+
+    context = pooled_context_effect(folders)
+    per_run = []
+    for folder in folders:
+        score = {
+            arm: {r["id"]: r["score"] for r in _rows(folder / "examples" / f"prefs.{arm}.jsonl")}
+            for arm in ("model", "baseline", "model.wrong-context", "baseline.wrong-context")
+        }
+        per_run.append(
+            {
+                i: (score["model"][i] - score["baseline"][i])
+                - (score["model.wrong-context"][i] - score["baseline.wrong-context"][i])
+                for i in score["model.wrong-context"]
+            }
+        )
+    ids = sorted(set.intersection(*(set(run) for run in per_run)))
+    content = mean_ci([sum(run[i] for run in per_run) / len(per_run) for i in ids])
+    return (
+        f"pooled over {len(folders)} runs: context effect {interval(context['context_effect'])}, generic shift "
+        f"{interval(context['generic_shift'])}, content effect {interval(content)} (n = {len(ids)})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="evaluation folders (each with results.json)")
+    parser.add_argument("--pool", action="store_true", help="the folders are seeds of one recipe: pool them")
     args = parser.parse_args()
+    if args.pool:
+        print(pooled(args.folders))
+        return
     print(
         "| run | adherence model / base | context effect | content effect | generic shift | words with context "
         "(base) | words without (base) | repeating (base) | KL to CAD model / base | gap closed | decisions |"
