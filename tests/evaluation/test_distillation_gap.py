@@ -104,6 +104,13 @@ def test_eval_reports_the_gap_per_item_with_intervals(cli, tiny_model_dir, untra
     assert gap["decision_points"]["count"] == sum(r["decision_points"] for r in rows)
     assert "distillation gap" in stdout and "gap closed" in stdout
 
+    # --gap-alpha sets the teacher alone: the model decodes plainly, its gap is measured to CAD A = 3
+    code, _, err = cli(*args, "--out", tmp_path / "a3", "--greedy", "--gap-alpha", "3", *FAST)
+    assert code == 0, err
+    entry = json.loads((tmp_path / "a3" / "results.json").read_text())["tasks"]["prefs"]
+    assert entry["distillation_gap"]["alpha"] == 3.0
+    assert entry["distillation_gap"]["kl"]["baseline"]["mean"] > gap["kl"]["baseline"]["mean"]  # further at A = 3
+
     code, _, err = cli(*args, "--out", tmp_path / "off", "--no-distillation-gap", *FAST)
     assert code == 0, err
     entry = json.loads((tmp_path / "off" / "results.json").read_text())["tasks"]["prefs"]
@@ -157,6 +164,7 @@ def other_tokenizer_dir(tmp_path, tiny_model_dir, smollm2_tokenizer):
     [
         (["--cad-alpha", "nan"], "--cad-alpha must be a number >= 0, got nan"),
         (["--cad-alpha", "-1"], "--cad-alpha must be >= 0, got -1.0"),
+        (["--gap-alpha", "-1"], "--gap-alpha must be a number >= 0, got -1.0"),
         (
             ["--task", "gsm8k", "--distillation-gap", "--baseline", "BASE"],
             "--distillation-gap: no item of task gsm8k",

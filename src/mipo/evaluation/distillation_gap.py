@@ -114,6 +114,14 @@ def what_it_compares(model: str, baseline: str, alpha: float) -> str:
     )
 
 
+def gap_alpha(config: EvalConfig) -> float:
+    """The teacher's A: ``--gap-alpha``, else the A the model decodes with (``--cad-alpha``), else 1."""
+    for alpha in (config.gap_alpha, config.cad_alpha):
+        if alpha is not None:
+            return alpha
+    return DEFAULT_ALPHA
+
+
 def measure_distillation_gaps(config: EvalConfig, job: Job, runs: Runs, slot, tasks: list[Task]) -> dict:
     """``{task name: distillation_gap entry}``; writes ``examples/TASK.distillation-gap.jsonl``. The model
     in the slot stays; the other is loaded beside it for the three forward passes."""
@@ -126,7 +134,7 @@ def measure_distillation_gaps(config: EvalConfig, job: Job, runs: Runs, slot, ta
         role: slot.loaded if slot.name == name else load_engine(config.backend, name, device=config.device)
         for role, name in names.items()
     }
-    alpha = config.cad_alpha if config.cad_alpha is not None else DEFAULT_ALPHA
+    alpha = gap_alpha(config)
     entries = {}
     for task in tasks:
         log.info("%s: the distillation gap to CAD (A = %g) of the baseline", task.name, alpha)

@@ -155,7 +155,7 @@ class EvalConfig(ScoringSettings, JudgeSettings):
     distillation_gap: bool | None = option(
         None,
         "tasks whose items carry a user context, with --baseline: how far the model's next-token distributions are from CAD of the "
-        "baseline (A from --cad-alpha, else 1), along the baseline's replies with the context; three "
+        "baseline (A from --gap-alpha, else --cad-alpha, else 1), along the baseline's replies with the context; three "
         "forward passes per item, no generation (mipo.evaluation.distillation_gap)",
         default_text="on where items have a user context and --baseline is given",
     )
@@ -165,6 +165,12 @@ class EvalConfig(ScoringSettings, JudgeSettings):
         "A >= 0; every item needs a context (mipo.engine.cad); also the teacher's A of the distillation gap",
     )
     cad_plausibility: float | None = option(None, PLAUSIBILITY_HELP)
+    gap_alpha: float | None = option(
+        None,
+        "the teacher's A of the distillation gap alone (the model still decodes as --cad-alpha says): e.g. a "
+        "model distilled from CAD A = 3 measured against A = 3 as well as against the default A = 1",
+        default_text="--cad-alpha, else 1",
+    )
 
     def problems(self) -> list[str]:
         from mipo.engine.cad import cad_problems
@@ -174,6 +180,8 @@ class EvalConfig(ScoringSettings, JudgeSettings):
             problems.append(f"--cad-alpha must be a number >= 0, got {self.cad_alpha!r}")
         else:
             problems += cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
+        if self.gap_alpha is not None and not (_is_number(self.gap_alpha) and self.gap_alpha >= 0):
+            problems.append(f"--gap-alpha must be a number >= 0, got {self.gap_alpha!r}")
         if self.mc_mode == "loglik" and self.backend != "hf":
             problems.append(
                 f"--mc-mode loglik ranks choices by the model's log-probabilities, which backend {self.backend!r} "
