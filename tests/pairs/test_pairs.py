@@ -93,6 +93,27 @@ def test_incomplete_pairs_drop_identical_and_empty_ones(tmp_path, tiny_model_dir
     assert "1 identical chosen and rejected, 1 empty response" in summary.line()
 
 
+def test_mixed_pairs_say_which_strategy_made_each_negative_and_whether_it_has_a_context(
+    tmp_path, tiny_model_dir
+):
+    from mipo.pairs.build import run_pairs
+
+    prompts = write_prompts(tmp_path / "p.jsonl", n=3)
+    out = tmp_path / "pairs.jsonl"
+    run_pairs(config(tiny_model_dir, prompts, out, strategy="mixed", temperature=1.0))
+    rows = {r["id"]: r for r in read_rows(out)}
+    assert sorted(rows) == [f"q{i}-0-{q}" for i in range(3) for q in (0, 1)]  # both negatives of each prompt
+    for i in range(3):
+        without, other = rows[f"q{i}-0-0"], rows[f"q{i}-0-1"]
+        assert (without["strategy"], without["negative_context"]) == ("incomplete", False)
+        assert without["negative_prompt"] == [without["prompt"][-1]]  # the question alone
+        assert (other["strategy"], other["negative_context"]) == ("other-context", True)
+        assert other["negative_prompt"][-1] == other["prompt"][-1]  # the same question...
+        assert other["negative_prompt"][0]["content"] != other["prompt"][0]["content"]  # ...another context
+    run_pairs(config(tiny_model_dir, prompts, tmp_path / "r.jsonl"))
+    assert all(r["negative_context"] and r["strategy"] == "random" for r in read_rows(tmp_path / "r.jsonl"))
+
+
 def test_samples_times_negatives_pairs_per_prompt(tmp_path, tiny_model_dir):
     from mipo.pairs.build import run_pairs
 

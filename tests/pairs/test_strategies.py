@@ -80,6 +80,23 @@ def test_other_context_takes_a_different_context():
         other_context_negatives(records(["q1", "q2"], contexts=["c1", None]))
 
 
+def test_mixed_gives_each_record_incompletes_then_other_contexts():
+    from mipo.pairs.strategies import STRATEGIES, negative_strategies
+    from mipo.pairs.strategies.mixed import mixed
+
+    recs = records(["q1", "q2", "q3"], contexts=["c1", "c2", "c3"])
+    for record, negatives in zip(recs, mixed(recs, random.Random(0), 2, None)):
+        assert [n.context for n in negatives[:2]] == [None, None]  # incomplete's: the question alone, k times
+        assert all(n.prompt == record.prompt for n in negatives)
+        assert all(n.context not in (None, record.context) for n in negatives[2:])  # another user's
+    assert (
+        negative_strategies("mixed", STRATEGIES.get("mixed"), 2) == ["incomplete"] * 2 + ["other-context"] * 2
+    )
+    assert negative_strategies("incomplete", STRATEGIES.get("incomplete"), 2) == ["incomplete"] * 2
+    with pytest.raises(NegativeError, match="no context"):
+        mixed(records(["q1", "q2"], contexts=["c1", None]), random.Random(0), 1, None)
+
+
 def test_drop_sentence_never_drops_the_question():
     text = "Tom has 3 apples. He buys 2 more. How many apples does he have?"
     seen = set()

@@ -64,6 +64,10 @@ def test_guidance_distils_cads_token_distribution_by_hand():
     _, plain, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=0.0)
     kl_plain_1 = 0.5 * math.log(0.5 / (2 / 3)) + 0.5 * math.log(0.5 / (1 / 3))
     assert plain.tolist() == pytest.approx([kl_plain_1, 0.0], abs=1e-6)
+    # plausibility 1/2: at position 2 token 2 has p(.|x) = 1/4 < 1/2 x 3/4, so the teacher is (1, 0) there and
+    # the KL is log(1 / 3/4); at position 1 both tokens have 1/2 and the teacher is unchanged
+    _, masked, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0, plausibility=0.5)
+    assert masked.tolist() == pytest.approx([kl_1, math.log(4 / 3)], abs=1e-6)
 
 
 def test_the_preservation_kl_and_the_weighted_mean_by_hand():
@@ -77,6 +81,21 @@ def test_the_preservation_kl_and_the_weighted_mean_by_hand():
     assert decision_weighted_mean(values, torch.tensor([False, True, False]), 3.0).item() == pytest.approx(
         11 / 5
     )
+
+
+def test_the_preservation_term_counts_only_pairs_whose_negative_prompt_has_no_context():
+    from mipo.training.objectives._guidance_trainer import preserved_mean
+    from mipo.training.objectives.guidance import pairs_with_preserve_weights
+
+    # two pairs, 2 and 3 reply tokens (the completion mask's first column never predicts a reply token)
+    group = {"completion_mask": torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 0]])}
+    values = torch.tensor([1.0, 3.0, 10.0, 20.0, 30.0])
+    assert preserved_mean(values, torch.tensor([1.0, 0.0]), group).item() == pytest.approx(2.0)
+    assert preserved_mean(values, torch.tensor([0.0, 1.0]), group).item() == pytest.approx(20.0)
+    assert preserved_mean(values, torch.tensor([1.0, 1.0]), group).item() == pytest.approx(64 / 5)
+    assert preserved_mean(values, torch.tensor([0.0, 0.0]), group).item() == 0.0
+    rows = pairs_with_preserve_weights([{"negative_context": True}, {"negative_context": False}, {}])
+    assert rows == [{"preserve": 0.0}, {"preserve": 1.0}, {"preserve": 1.0}]  # absent: as before the field
 
 
 def test_reply_logits_are_those_of_the_full_forward(tiny_model_dir):
@@ -116,8 +135,16 @@ def conversational_pair(prompt: str, negative: str, chosen: str, rejected: str) 
     }
 
 
-def write_pairs(path: Path, count: int = 8, *, negative: bool = True, generation: dict | None = None) -> Path:
-    """``incomplete`` pairs: x = a context and a question, x' = the question alone."""
+def write_pairs(
+    path: Path,
+    count: int = 8,
+    *,
+    negative: bool = True,
+    generation: dict | None = None,
+    negative_context: bool | None = None,
+) -> Path:
+    """``incomplete`` pairs: x = a context and a question, x' = the question alone (``negative_context`` is
+    written as given, True for the row's negative prompt carrying a context)."""
     with path.open("w") as f:
         for i in range(count):
             question = f"What pet should I get, number {i}?"
@@ -126,6 +153,8 @@ def write_pairs(path: Path, count: int = 8, *, negative: bool = True, generation
             )
             if not negative:
                 del row["negative_prompt"]
+            if negative_context is not None:
+                row["negative_context"] = negative_context
             f.write(json.dumps({"id": i, **row, **({"generation": generation} if generation else {})}) + "\n")
     return path
 
@@ -250,6 +279,8 @@ def test_pairs_without_negative_prompt_are_refused(tmp_path, cli, no_model, obje
         (["--cad_alpha", "abc"], "dpo: cad_alpha must be float, got 'abc'"),
         (["--cad-alpha", "abc"], "dpo: cad_alpha must be float, got 'abc'"),
         (["--preserve", "-0.5"], "preserve must be >= 0, got -0.5"),
+        (["--cad-plausibility", "0"], "cad_plausibility must be in (0, 1], got 0"),
+        (["--cad_plausibility", "1.5"], "cad_plausibility must be in (0, 1], got 1.5"),
         (["--decision_weight", "0.5"], "decision_weight must be >= 1, got 0.5"),
         (["--decision_weight", "many"], "dpo: decision_weight must be float, got 'many'"),
     ],
@@ -277,6 +308,39 @@ def test_preserve_refuses_pairs_whose_rejected_reply_is_not_the_negative_prompts
         f"mipo train: error: {pairs}:1: field 'rejected': is not the negative prompt's own reply "
         "(generation.rejected: 'lowest'); --preserve needs it: pairs made with --rejected negative"
     )
+
+
+def test_preserve_refuses_pairs_whose_every_negative_prompt_has_a_context(tmp_path, cli, no_model):
+    # mipo pairs --strategy other-context: x' is the question with another user's context
+    pairs = write_pairs(tmp_path / "pairs.jsonl", negative_context=True)
+    err = one_line_error(cli, tmp_path, pairs, "--objective", "guidance", "--preserve", "1")
+    assert err.startswith(
+        f"mipo train: error: {pairs}:1: field 'negative_context': every pair's negative prompt carries a user "
+        "context; --preserve keeps what the model does without one"
+    )
+    lines = pairs.read_text().splitlines()
+    pairs.write_text(
+        "\n".join([lines[0].replace('"negative_context": true', '"negative_context": "yes"')] + lines[1:])
+    )
+    err = one_line_error(cli, tmp_path, pairs, "--objective", "guidance")
+    assert err == f"mipo train: error: {pairs}:1: field 'negative_context': expected true or false, got 'yes'"
+
+
+def test_guidance_preserves_along_the_pairs_without_a_context_only(tmp_path, tiny_model_dir, cli):
+    # half the pairs' negative prompts carry a context (as mixed pairs' other-context rows): a step trains, and
+    # the preservation term is 0 at step 1 (the policy is the reference)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", negative_context=False)
+    lines = pairs.read_text().splitlines()
+    pairs.write_text("".join(
+        (line.replace('"negative_context": false', '"negative_context": true') if i % 2 else line) + "\n"
+        for i, line in enumerate(lines)
+    ))  # fmt: skip
+    out = tmp_path / "run"
+    args = ["train", "--model", tiny_model_dir, "--pairs", pairs, "--out", out, "--objective", "guidance"]
+    code, _, err = cli(*args, "--preserve", "1", *ONE_STEP)
+    assert code == 0, err
+    [metrics] = rows(out / "metrics.jsonl")
+    assert metrics["preserve_kl"] == pytest.approx(0.0, abs=1e-5) and metrics["kl"] > 0
 
 
 def test_a_resumed_guidance_run_reaches_the_same_losses(tmp_path, tiny_model_dir):

@@ -44,12 +44,17 @@ def context_aware_logits(
     return scores.masked_fill(~head, float("-inf"))
 
 
-def cad_log_probs(with_context: torch.Tensor, without: torch.Tensor, alpha: float) -> torch.Tensor:
+def cad_log_probs(
+    with_context: torch.Tensor, without: torch.Tensor, alpha: float, *, plausibility: float | None = None
+) -> torch.Tensor:
     """(N, V) next-token logits (or log-probs) with and without the context -> (N, V) the log-probs CAD
-    decodes from: the teacher of the ``guidance`` objective and of ``mipo eval``'s distillation gap."""
+    decodes from: the teacher of the ``guidance`` objective and of ``mipo eval``'s distillation gap (with
+    ``plausibility``, -inf outside the head of p(.|x, c))."""
     import torch
 
-    return torch.log_softmax(context_aware_logits(with_context, without, alpha), dim=-1)
+    return torch.log_softmax(
+        context_aware_logits(with_context, without, alpha, plausibility=plausibility), dim=-1
+    )
 
 
 def token_kl(target_log_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

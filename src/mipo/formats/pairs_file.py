@@ -40,11 +40,14 @@ def _messages(value: Any, path: Path, line: int, field: str) -> list[dict[str, s
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
 
 
-def read_pairs(path: str | Path, *, keep: Sequence[str] = ()) -> list[dict[str, Any]]:
+def read_pairs(
+    path: str | Path, *, keep: Sequence[str] = (), flags: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Return ``[{prompt, chosen, rejected}]``, all rows in one format (conversational or standard).
 
     ``keep``: prompt-like fields (``negative_prompt``) every row must also have, in the prompt's format;
-    they are kept in the returned rows.
+    they are kept in the returned rows. ``flags``: optional true/false fields (``negative_context``), kept
+    where a row has them.
     """
     path = Path(path)
     if not path.is_file():
@@ -89,6 +92,13 @@ def read_pairs(path: str | Path, *, keep: Sequence[str] = ()) -> list[dict[str, 
             )
         for field in keep:
             pair[field] = _prompt_like(row.get(field), path, line, field, conversational=bool(conversational))
+        for field in flags:
+            if row.get(field) is not None:
+                if not isinstance(row[field], bool):
+                    raise InputError(
+                        path, f"expected true or false, got {row[field]!r}", line=line, field=field
+                    )
+                pair[field] = row[field]
         pairs.append(pair)
     if not pairs:
         raise InputError(path, "no pairs: the file is empty")
@@ -129,3 +139,24 @@ def require_rejected_answers_negative_prompt(path: str | Path, *, needed_by: str
                 line=line,
                 field="rejected",
             )
+
+
+def require_negatives_without_context(path: str | Path, *, needed_by: str) -> None:
+    """Refuse a file in which every pair's negative prompt carries a user context (``negative_context: true``,
+    as ``mipo pairs --strategy other-context`` writes): ``needed_by`` keeps what the model does *without* one.
+    Rows without the field (other tools, older files) count as negatives without a context."""
+    path = Path(path)
+    first = None
+    for line, row in _rows(path):
+        first = first or line
+        if row.get("negative_context") is not True:
+            return
+    if first is not None:
+        raise InputError(
+            path,
+            f"every pair's negative prompt carries a user context; {needed_by} keeps what the model does "
+            "without one: use pairs whose negative prompt has none (--strategy incomplete, cad or mixed), or "
+            "--preserve 0",
+            line=first,
+            field="negative_context",
+        )

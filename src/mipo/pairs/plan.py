@@ -31,6 +31,8 @@ class Plan:
     answer_negatives: bool = True
     # record id -> the prompt its chosen replies are contrasted with by CAD (``cad``); empty: plain decoding
     contrasts: dict[str, Conversation] = field(default_factory=dict)
+    # unit key -> whether its prompt carries a user context (a pair row's ``negative_context``)
+    has_context: dict[str, bool] = field(default_factory=dict)
 
 
 def needed_units(plan: Plan, done_ids: set[str]) -> set[str]:
@@ -128,6 +130,7 @@ def _units(
     """One unit per record (its chosen responses) and per new negative prompt; a negative given as an index
     reuses that record's unit. Units go in generation order (``_generation_order``)."""
     conversations: dict[str, Conversation] = {}
+    has_context: dict[str, bool] = {}
     negative_keys: dict[str, list[str]] = {}
     own_units: dict[str, list[str]] = {}  # record id -> its positive and its new negative units
     # An x' met before (``marginal``: one for all) is generated once: its replies, seeded by its tokens, are
@@ -136,6 +139,7 @@ def _units(
     for record, record_negatives in zip(records, negatives):
         positive = positive_unit_key(record.id)
         conversations[positive] = _conversation(record, config)
+        has_context[positive] = bool(record.context)
         own_units[record.id] = [positive]
         negative_keys[record.id] = []
         for q, negative in enumerate(record_negatives):
@@ -149,10 +153,11 @@ def _units(
                 continue
             key = unit_of[text] = f"{record.id}\t-{q}"
             conversations[key] = conversation
+            has_context[key] = bool(negative.context)
             own_units[record.id].append(key)
             negative_keys[record.id].append(key)
     order = [key for i in _generation_order(negatives) for key in own_units[records[i].id]]
-    return Plan(list(records), conversations, order, negative_keys)
+    return Plan(list(records), conversations, order, negative_keys, has_context=has_context)
 
 
 def _generation_order(negatives: list[list[PromptRecord | int]]) -> list[int]:

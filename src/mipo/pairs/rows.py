@@ -67,7 +67,7 @@ def emit_pairs(
                     continue
                 row_id = f"{record.id}-{s}-{q}" if several else record.id
                 output.writer.write(
-                    _pair_row(row_id, record, plan, keys[0], negative_key, chosen, rejected, config)
+                    _pair_row(row_id, record, plan, keys[0], negative_key, chosen, rejected, config, q)
                 )
 
 
@@ -114,6 +114,7 @@ def _emit_pmi_ranked(
                 texts[best],
                 texts[r],
                 config,
+                q,
             )
             row |= {"chosen_pmi": scores[record.id][best], "rejected_pmi": scores[record.id][r]}
             row["candidate_pmi"] = candidates
@@ -170,7 +171,9 @@ def _pair_row(
     chosen: str,
     rejected: str,
     config: PairsConfig,
+    position: int,
 ) -> dict[str, Any]:
+    """One pair row; ``position`` is the negative's place among the record's (which strategy made it)."""
     return {
         "id": row_id,
         "prompt_id": record.id,
@@ -179,7 +182,10 @@ def _pair_row(
         "rejected": [{"role": "assistant", "content": rejected}],
         # cad: the prompt CAD contrasts with (x without its context), whichever reply is rejected
         "negative_prompt": plan.contrasts.get(record.id, plan.conversations[negative_key]),
-        "strategy": config.strategy,
+        # whether negative_prompt carries a user context (what guidance --preserve reads): x' = x without its
+        # context (incomplete, cad) or with another one (other-context)
+        "negative_context": record.id not in plan.contrasts and plan.has_context[negative_key],
+        "strategy": _negative_strategy(config, position),
         "model": config.model,
         "seed": config.seed,
         "generation": {
@@ -194,6 +200,14 @@ def _pair_row(
             **(_cad_settings(config) if record.id in plan.contrasts else {}),
         },
     }
+
+
+def _negative_strategy(config: PairsConfig, position: int) -> str:
+    """The strategy that made the negative at ``position``: ``--strategy``, or for ``mixed`` the one it took."""
+    from mipo.pairs.strategies import STRATEGIES, negative_strategies
+
+    names = negative_strategies(config.strategy, STRATEGIES.get(config.strategy), config.negatives)
+    return names[position] if position < len(names) else config.strategy
 
 
 def _cad_settings(config: PairsConfig) -> dict[str, Any]:

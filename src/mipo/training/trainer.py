@@ -65,7 +65,7 @@ def plan_job(config: TrainConfig) -> TrainingJob:
     objective = config.training_objective()
     objective.config()  # an objective whose TRL classes do not import fails here, before any folder exists
     folder = run_folder.plan(config.out, overwrite=config.overwrite, resume=config.resume)
-    pairs = read_pairs(config.pairs, keep=objective.pair_fields)
+    pairs = read_pairs(config.pairs, keep=objective.pair_fields, flags=objective.pair_flags)
     source = resolve_model(config.model)
     if adapter_base(source) and not config.full:
         raise MipoError(

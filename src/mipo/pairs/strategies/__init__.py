@@ -15,6 +15,10 @@ A strategy whose *chosen* replies are decoded with context-aware decoding (``cad
 ``chosen_contrast``: a function from a record to the prompt its chosen reply is contrasted with (the prompt
 without its context); ``chosen_contrast(strategy)`` reads it (None: the chosen replies decode plainly).
 
+A strategy that combines others (``mixed``) sets ``negative_strategies``: ``k`` -> the name of the strategy that
+makes each of a record's negatives, by position; each pair row's ``strategy`` field says it
+(``negative_strategies(name, strategy, k)``).
+
 A record that cannot get a negative raises ``NegativeError`` (with its index and the field at fault);
 ``mipo pairs`` turns it into a one-line error naming the file, line and field. A strategy registers itself:
 ``@STRATEGIES.register("name")``; see docs/extending/strategies.md.
@@ -56,3 +60,10 @@ def chosen_contrast(strategy: Strategy) -> Callable[[PromptRecord], PromptRecord
     """The prompt ``strategy``'s chosen replies are contrasted with by context-aware decoding (``cad``: the
     prompt without its context), or None: its chosen replies decode plainly."""
     return getattr(strategy, "chosen_contrast", None)
+
+
+def negative_strategies(name: str, strategy: Strategy, k: int) -> list[str]:
+    """The strategy that made each of a record's negatives, by position (``name`` itself unless the strategy
+    combines others)."""
+    names = getattr(strategy, "negative_strategies", None)
+    return names(k) if names is not None else [name] * k

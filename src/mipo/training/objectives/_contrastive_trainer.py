@@ -152,12 +152,18 @@ class PairTrainer(Trainer):
         pad_id = processing_class.pad_token_id
         pad_id = pad_id if pad_id is not None else processing_class.eos_token_id
         sequences = self.sequences(args)
+        per_pair = self.PAIR_COLUMNS
+
+        def collate(rows):
+            batch = collate_pairs(rows, pad_id, sequences)
+            return batch | {c: torch.tensor([float(row[c]) for row in rows]) for c in per_pair}
+
         super().__init__(
             model=model,
             args=args,
-            train_dataset=_tokenized(train_dataset, processing_class, args.max_length),
+            train_dataset=_tokenized(train_dataset, processing_class, args.max_length, keep=per_pair),
             processing_class=processing_class,
-            data_collator=lambda rows: collate_pairs(rows, pad_id, sequences),
+            data_collator=collate,
             callbacks=callbacks,
         )
         self.model_accepts_loss_kwargs = (
@@ -165,6 +171,8 @@ class PairTrainer(Trainer):
         )
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._num_tokens = 0.0
+
+    PAIR_COLUMNS: tuple[str, ...] = ()  # per-pair numbers of the dataset's rows batched as (B,) tensors
 
     @staticmethod
     def sequences(args) -> tuple[tuple[str, str], ...]:
@@ -290,11 +298,12 @@ def reply_log_probs(model, inputs: dict[str, torch.Tensor], reduction: str) -> t
     return sequence_log_probs(token_logps, inputs["completion_mask"][:, 1:], reduction)
 
 
-def _tokenized(dataset, tokenizer, max_length: int | None):
-    """The pairs' token ids; pairs whose prompt leaves no room for a reply are dropped (logged)."""
+def _tokenized(dataset, tokenizer, max_length: int | None, keep: tuple[str, ...] = ()):
+    """The pairs' token ids (and the ``keep`` columns); pairs whose prompt leaves no room for a reply are dropped
+    (logged)."""
     from mipo.core.errors import MipoError
 
-    columns = dataset.column_names
+    columns = [c for c in dataset.column_names if c not in keep]
     tokenized = dataset.map(tokenize_pair, fn_kwargs={"tokenizer": tokenizer, "max_length": max_length})
     tokenized = tokenized.remove_columns(columns)
     kept = tokenized.filter(lambda row: row["keep"]).remove_columns("keep")

@@ -7,6 +7,9 @@ next-token distribution from the frozen reference (the starting model):
 
 built by ``mipo.engine.cad.cad_log_probs`` from ``context_aware_logits``, the function CAD decodes with, so
 that decoding, distillation and the distillation gap share one definition. The policy π_θ(.|x, y<t) is pulled towards it by KL(q_t ‖ π_θ) per token.
+``--cad-plausibility TAU`` masks the teacher as ``mipo sample --cad-plausibility`` decodes: only the tokens with
+p(v|x, y<t) >= TAU max p(.|x, y<t) keep mass (the adaptive plausibility constraint; without it the contrast can
+lift a token the reference finds unlikely at every position, such as the user's start word again and again).
 ``--preserve W`` adds W x KL(p_ref(.|x', y-<t) ‖ π_θ(.|x', y-<t)) along the negative prompt's own reply y-:
 the model keeps what it does without the context.
 
@@ -37,11 +40,14 @@ def guidance_loss(
     without: torch.Tensor,
     alpha: float,
     decision_weight: float = 1.0,
+    plausibility: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, V) policy logits under x, reference logits under x and under x' -> the loss (a scalar), the (N,)
     per-token KL(q_t ‖ π_θ) and the (N,) decisions: the positions where the teacher's top token differs
-    from the policy's, which weigh ``decision_weight`` (``decision_weighted_mean``)."""
-    teacher = cad_log_probs(with_context, without, alpha)
+    from the policy's, which weigh ``decision_weight`` (``decision_weighted_mean``). With ``plausibility``
+    τ the teacher gives no mass to the tokens outside the head of p(.|x) (p < τ max p), as CAD decodes with
+    ``--cad-plausibility``."""
+    teacher = cad_log_probs(with_context, without, alpha, plausibility=plausibility)
     kl = token_kl(teacher, logits)
     decisions = teacher.argmax(dim=-1) != logits.detach().argmax(dim=-1)
     return decision_weighted_mean(kl, decisions, decision_weight), kl, decisions

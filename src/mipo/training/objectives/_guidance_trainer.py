@@ -1,7 +1,8 @@
 """The config and trainer of ``guidance``: token-level distillation of context-aware decoding (CAD) into the
 policy, with the frozen reference as the teacher (the maths: ``mipo.training.objectives._guidance``).
 
-A batch holds, per pair, (x, y+) and (x', y+), and with ``--preserve`` (x', y-). The reference (the LoRA model
+A batch holds, per pair, (x, y+) and (x', y+), and with ``--preserve`` (x', y-), whose term counts only the
+pairs whose x' has no user context (the ``preserve`` column, from the pairs' ``negative_context``). The reference (the LoRA model
 with its adapters off, or with ``--full`` a frozen copy of the starting model) scores them all without
 gradients; the policy scores (x, y+) (and (x', y-)). Only the columns from the first one that predicts a reply
 token are projected through the vocabulary (``logits_to_keep``), and the teacher, the KL and the weights are
@@ -33,6 +34,14 @@ class GuidanceConfig(PairConfig):
             "the frozen reference, as mipo sample/eval --cad-alpha decode. A >= 0; 0 distils the reference itself."
         },
     )
+    cad_plausibility: float | None = field(
+        default=None,
+        metadata={
+            "help": "The teacher's adaptive plausibility constraint TAU in (0, 1] (also --cad-plausibility): only "
+            "tokens with p(v|x) >= TAU * max p(.|x) under the reference keep the teacher's mass, as mipo "
+            "sample/eval --cad-plausibility decode. Default: none."
+        },
+    )
     preserve: float = field(
         default=0.0,
         metadata={
@@ -52,6 +61,8 @@ class GuidanceConfig(PairConfig):
         problems = super().problems()
         if not self.cad_alpha >= 0:  # NaN too
             problems.append(f"cad_alpha must be >= 0, got {self.cad_alpha}")
+        if self.cad_plausibility is not None and not 0 < self.cad_plausibility <= 1:
+            problems.append(f"cad_plausibility must be in (0, 1], got {self.cad_plausibility}")
         if not self.preserve >= 0:
             problems.append(f"preserve must be >= 0, got {self.preserve}")
         if not self.decision_weight >= 1:
@@ -70,17 +81,27 @@ class GuidanceTrainer(PairTrainer):
     def sequences(args) -> tuple[tuple[str, str], ...]:
         return OWN_REPLY + ((NEGATIVE_REPLY,) if args.preserve > 0 else ())
 
+    PAIR_COLUMNS = ("preserve",)  # 1 where the pair's negative prompt has no user context, else 0
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        preserved = inputs.pop("preserve")  # (B,)
         with_context, without, *negative_reply = sequence_groups(inputs, len(self.sequences(self.args)))
         with self.reference(model) as reference_model:
             reference = split_replies(reply_logits(reference_model, [with_context, without, *negative_reply]))
         policy = split_replies(reply_logits(model, [with_context, *negative_reply]))
         loss, kl, _ = guidance_loss(
-            policy[0], reference[0], reference[1], self.args.cad_alpha, self.args.decision_weight
+            policy[0],
+            reference[0],
+            reference[1],
+            self.args.cad_alpha,
+            self.args.decision_weight,
+            self.args.cad_plausibility,
         )
         metrics = {"kl": kl.detach().mean().reshape(1)}
         if negative_reply:
-            preserve_kl = token_kl(torch.log_softmax(reference[2].float(), dim=-1), policy[1]).mean()
+            kl_tokens = token_kl(torch.log_softmax(reference[2].float(), dim=-1), policy[1])
+            preserve_kl = preserved_mean(kl_tokens, preserved, negative_reply[0])
             loss = loss + self.args.preserve * preserve_kl
             metrics["preserve_kl"] = preserve_kl.detach().reshape(1)
         if model.training:
@@ -93,7 +114,10 @@ class GuidanceTrainer(PairTrainer):
         """CAD's decisions (positions where the teacher's top token is not the reference's), and how many of
         them the policy's top token takes: ``decisions`` in the log is their share since the last log."""
         with torch.no_grad():
-            teacher_top = cad_log_probs(with_context, without, self.args.cad_alpha).argmax(dim=-1)
+            teacher = cad_log_probs(
+                with_context, without, self.args.cad_alpha, plausibility=self.args.cad_plausibility
+            )
+            teacher_top = teacher.argmax(dim=-1)
             decided = teacher_top != with_context.argmax(dim=-1)
             taken = decided & (policy.argmax(dim=-1) == teacher_top)
         counts = self.accelerator.gather_for_metrics(torch.stack([taken.sum(), decided.sum()]).reshape(1, 2))
@@ -106,6 +130,18 @@ class GuidanceTrainer(PairTrainer):
                 logs["decisions"] = taken / decided
             self._decisions.zero_()
         super().log(logs, start_time)
+
+
+def preserved_mean(
+    values: torch.Tensor, preserved: torch.Tensor, group: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """(R,) per-token values along a group's replies (pair by pair) -> their mean over the pairs whose
+    ``preserved`` weight is 1 (0 when no pair of the batch is)."""
+    tokens_per_pair = group["completion_mask"][:, 1:].sum(dim=-1)
+    weights = torch.repeat_interleave(
+        preserved.to(values.device, values.dtype), tokens_per_pair.to(values.device)
+    )
+    return (weights * values).sum() / weights.sum().clamp(min=1.0)
 
 
 def sequence_groups(inputs: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:

@@ -39,6 +39,8 @@ class Objective:
     it returns is recorded as ``reference_log_probs`` in ``train_config.json``.
     ``pair_fields``: fields of the pairs file beyond prompt/chosen/rejected that every row must have and that
     ``prepare_rows`` receives (``negative_prompt`` for InfoNCE and SAMI); checked before any model loads.
+    ``pair_flags``: optional true/false fields of the pairs file that ``prepare_rows`` receives where a row has
+    them (``negative_context`` for ``guidance --preserve``).
     ``refuses_zero3``: why the objective cannot run under DeepSpeed ZeRO-3 (empty: it can); such a launch is
     refused before any model loads.
     """
@@ -51,6 +53,7 @@ class Objective:
     before_trainer: Callable[[TrainingRun], None] | None = None
     after_trainer: Callable[[Any, TrainingRun], dict[str, Any]] | None = None
     pair_fields: tuple[str, ...] = ()
+    pair_flags: tuple[str, ...] = ()
     refuses_zero3: str = ""
 
     def config(self) -> type:
