@@ -109,7 +109,9 @@ def test_eval_reports_the_gap_per_item_with_intervals(cli, tiny_model_dir, untra
     assert code == 0, err
     entry = json.loads((tmp_path / "a3" / "results.json").read_text())["tasks"]["prefs"]
     assert entry["distillation_gap"]["alpha"] == 3.0
-    assert entry["distillation_gap"]["kl"]["baseline"]["mean"] > gap["kl"]["baseline"]["mean"]  # further at A = 3
+    assert (
+        entry["distillation_gap"]["kl"]["baseline"]["mean"] > gap["kl"]["baseline"]["mean"]
+    )  # further at A = 3
 
     code, _, err = cli(*args, "--out", tmp_path / "off", "--no-distillation-gap", *FAST)
     assert code == 0, err
