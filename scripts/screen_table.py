@@ -39,28 +39,40 @@ def words(texts: list[str]) -> str:
     return f"{sum(len(t.split()) for t in texts) / len(texts):.0f}" if texts else "-"
 
 
+def task_name(folder: Path) -> str:
+    """The task an evaluation folder holds (``prefs``, ``ifeval``, ...): the first of its results.json."""
+    return next(iter(json.loads((folder / "results.json").read_text())["tasks"]))
+
+
+def run_name(folder: Path) -> str:
+    """A row's name: the run folder (RUN/eval/TASK), with the task where it is not prefs."""
+    name = folder.parents[1].name if folder.parent.name == "eval" else folder.name
+    task = task_name(folder)
+    return name if task == "prefs" else f"{name} ({task})"
+
+
 def row(folder: Path) -> str:
-    task = json.loads((folder / "results.json").read_text())["tasks"]["prefs"]
+    name = task_name(folder)
+    task = json.loads((folder / "results.json").read_text())["tasks"][name]
     effect = task.get("context_effect", {})
     gap = task.get("distillation_gap", {})
     examples = folder / "examples"
     model_with, model_without = (
-        replies(examples / "prefs.model.jsonl"),
-        replies(examples / "prefs.model.no-context.jsonl"),
+        replies(examples / f"{name}.model.jsonl"),
+        replies(examples / f"{name}.model.no-context.jsonl"),
     )
-    base_with = replies(examples / "prefs.baseline.jsonl")
-    base_without = replies(examples / "prefs.baseline.no-context.jsonl")
+    base_with = replies(examples / f"{name}.baseline.jsonl")
+    base_without = replies(examples / f"{name}.baseline.no-context.jsonl")
     kl = gap.get("kl", {})
-    name = folder.parents[1].name if folder.parent.name == "eval" else folder.name
     cells = [
-        name,
+        run_name(folder),
         f"{task['model']['mean']:.3f} / {task['baseline']['mean']:.3f}",
         interval(effect.get("context_effect")),
         interval(effect.get("content_effect")),
         interval(effect.get("generic_shift")),
         f"{words(model_with)} ({words(base_with)})",
         f"{words(model_without)} ({words(base_without)})",
-        f"{degenerate_replies(folder, 'prefs', 'model')[1]} ({degenerate_replies(folder, 'prefs', 'baseline')[1]})",
+        f"{degenerate_replies(folder, name, 'model')[1]} ({degenerate_replies(folder, name, 'baseline')[1]})",
         f"{kl['model']['mean']:.4f} / {kl['baseline']['mean']:.4f}" if kl else "-",
         interval(gap.get("gap_closed")),
         f"{gap['decisions']['model']['mean']:.2f}" if "decisions" in gap else "-",
@@ -72,7 +84,8 @@ def words_by_preference(folder: Path) -> str:
     """Mean words of the model's (and the base's) replies with the context, per stated preference type: is a
     shorter reply one the user asked for (max_words) or everyone's?"""
     totals: dict[str, list[list[int]]] = {}
-    for side, name in ((0, "prefs.model.jsonl"), (1, "prefs.baseline.jsonl")):
+    task = task_name(folder)
+    for side, name in ((0, f"{task}.model.jsonl"), (1, f"{task}.baseline.jsonl")):
         for row in _rows(folder / "examples" / name):
             for preference in row.get("preferences") or []:
                 totals.setdefault(preference["type"], [[], []])[side].append(
@@ -96,7 +109,9 @@ def pooled(folders: list[Path]) -> str:
     per_run = []
     for folder in folders:
         score = {
-            arm: {r["id"]: r["score"] for r in _rows(folder / "examples" / f"prefs.{arm}.jsonl")}
+            arm: {
+                r["id"]: r["score"] for r in _rows(folder / "examples" / f"{task_name(folder)}.{arm}.jsonl")
+            }
             for arm in ("model", "baseline", "model.wrong-context", "baseline.wrong-context")
         }
         per_run.append(
@@ -131,9 +146,7 @@ def main() -> None:
         print(row(folder))
     print("\nwords with the context, per stated preference type: model (base)")
     for folder in args.folders:
-        print(
-            f"- {folder.parents[1].name if folder.parent.name == 'eval' else folder.name}: {words_by_preference(folder)}"
-        )
+        print(f"- {run_name(folder)}: {words_by_preference(folder)}")
 
 
 if __name__ == "__main__":
