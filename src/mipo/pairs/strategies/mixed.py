@@ -2,8 +2,8 @@
 each, so 2 x k pairs per record): x' is the question without the context in one pair and the question with
 another user's context in the other. A contrast with no context teaches what a context does; one with another
 user's context teaches what *this* context says. Each row's ``strategy`` names the strategy that made its
-negative prompt (``incomplete`` or ``other-context``), which is how ``--objective guidance --preserve`` tells
-the pairs whose negative prompt has no context (see ``negative_strategies``)."""
+negative prompt (``incomplete`` or ``other-context``, see ``negative_strategies``), and its
+``negative_context`` whether that prompt carries a context, which ``--objective guidance --preserve`` reads."""
 
 from __future__ import annotations
 

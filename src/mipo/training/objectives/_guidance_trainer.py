@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mipo.engine.cad import cad_log_probs, token_kl
+from mipo.engine.cad import cad_log_probs, plausibility_problems, token_kl
 from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
 from mipo.training.objectives._guidance import guidance_loss
 
@@ -61,8 +61,7 @@ class GuidanceConfig(PairConfig):
         problems = super().problems()
         if not self.cad_alpha >= 0:  # NaN too
             problems.append(f"cad_alpha must be >= 0, got {self.cad_alpha}")
-        if self.cad_plausibility is not None and not 0 < self.cad_plausibility <= 1:
-            problems.append(f"cad_plausibility must be in (0, 1], got {self.cad_plausibility}")
+        problems += plausibility_problems(self.cad_plausibility, self.cad_alpha)  # as sample/eval check it
         if not self.preserve >= 0:
             problems.append(f"preserve must be >= 0, got {self.preserve}")
         if not self.decision_weight >= 1:
