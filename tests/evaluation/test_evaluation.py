@@ -204,6 +204,10 @@ def test_export_train_prompts(cli, tmp_path):
     assert code == 0, err
     rows = _read_rows(path)
     assert len(rows) == 20 and "wrote 20 train prompt records" in stdout
+    code, stdout, err = cli(
+        "eval", "--task", "prefs", "--export-train", tmp_path / "x.jsonl", "--limit", "3", "--every-profile"
+    )
+    assert code == 0 and "wrote 9 train prompt records" in stdout, err
     code, _, err = cli("eval", "--task", "gsm8k", "--export-train", tmp_path / "g.jsonl", "--limit", "5")
     assert code == 0, err
     rows = _read_rows(tmp_path / "g.jsonl")
@@ -223,6 +227,8 @@ def test_export_train_prompts(cli, tmp_path):
         (["--seeds", "1,x"], "seeds must be integers"),
         (["--preference-types", "lowercase,shouting"], "preference_types: unknown shouting"),
         (["--task", "arc-easy", "--export-train", "x.jsonl"], "--export-train works with one task"),
+        (["--every-profile"], "--every-profile apply only with --export-train"),
+        (["--task", "gsm8k", "--export-train", "x.jsonl", "--every-profile"], "every_profile: 'gsm8k' draws no"),
         (["--task", "pmi", "--limit", "3", "--k", "8"], "pmi: k=8 other prompts needed but only 3"),
     ],
 )

@@ -312,3 +312,31 @@ def test_export_prompts_writes_a_tasks_train_prompts(tmp_path):
     )
     with pytest.raises(ConfigError, match="'arc-easy' has no train prompts to export"):
         PromptExportConfig(task="arc-easy", out="x.jsonl")
+
+
+@pytest.mark.parametrize("task", ["prefs", "ifeval"])
+def test_every_profile_crosses_every_train_question_with_every_profile_drawn(tmp_path, task):
+    from mipo.tasks.export import PromptExportConfig, export_prompts
+
+    def rows(**settings):
+        path = export_prompts(PromptExportConfig(task=task, out=str(tmp_path / "p.jsonl"), limit=4, **settings))
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    own = rows(profiles_per_question=2)
+    crossed = rows(profiles_per_question=2, every_profile=True)
+    assert len(own) == 8 and len(crossed) == 4 * 8
+    assert len({r["id"] for r in crossed}) == 32
+    questions = {r["meta"]["question_id"]: r["prompt"] for r in own}
+    profiles = {r["id"]: r["context"] for r in own}
+    for qid, prompt in questions.items():
+        mine = [r for r in crossed if r["meta"]["question_id"] == qid]
+        assert {r["prompt"] for r in mine} == {prompt}
+        assert {r["meta"]["profile_of"]: r["context"] for r in mine} == profiles  # every profile once
+    assert rows(profiles_per_question=2) == own  # the default is unchanged
+
+
+def test_every_profile_is_refused_where_no_profiles_are_drawn(tmp_path):
+    from mipo.tasks.export import PromptExportConfig
+
+    with pytest.raises(ConfigError, match="every_profile: 'gsm8k' draws no user profiles"):
+        PromptExportConfig(task="gsm8k", out=str(tmp_path / "g.jsonl"), every_profile=True)

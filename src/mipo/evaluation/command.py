@@ -10,7 +10,7 @@ from mipo.evaluation.judges.settings import JudgeSettings
 from mipo.evaluation.runner import evaluate
 from mipo.evaluation.settings import EvalConfig, ScoringSettings
 
-EXPORT_FLAGS = ("profiles_per_question", "export_seed")  # --export-train's own settings
+EXPORT_FLAGS = ("profiles_per_question", "export_seed", "every_profile")  # --export-train's own settings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +46,10 @@ def main(args: argparse.Namespace) -> int:
 
     if args.export_train:
         return run_export_train(args)
-    if any(getattr(args, name) is not None for name in EXPORT_FLAGS):
-        raise ConfigError("--profiles-per-question and --export-seed apply only with --export-train")
+    if any(getattr(args, name) not in (None, False) for name in EXPORT_FLAGS):
+        raise ConfigError(
+            "--profiles-per-question, --export-seed and --every-profile apply only with --export-train"
+        )
     config = resolve(EvalConfig, args, yaml_path=args.config)
     print_results(evaluate(config))
     return 0

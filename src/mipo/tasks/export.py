@@ -29,6 +29,11 @@ class PromptExportConfig:
     limit: int | None = option(None, "prefs: the first N train questions; gsm8k: the first N records")
     profiles_per_question: int = option(1, "prefs: user profiles drawn per train question")
     export_seed: int = option(0, "prefs: seed of the train profiles")
+    every_profile: bool = option(
+        False,
+        "prefs, ifeval: cross every train question with every profile drawn for the train questions "
+        "(limit x limit x profiles_per_question prompts): the same questions and profiles, recombined",
+    )
     train_split: float = option(0.2, "gsm8k: share of questions held apart as MIPO prompts")
     preference_types: list = option([], "prefs: only these preference types (default: all)")
 
@@ -40,6 +45,8 @@ class PromptExportConfig:
             problems.append("limit must be at least 1")
         if self.profiles_per_question < 1:
             problems.append("profiles_per_question must be at least 1")
+        if self.every_profile and self.task.partition(":")[0] not in ("prefs", "ifeval"):
+            problems.append(f"every_profile: {self.task!r} draws no user profiles (prefs and ifeval do)")
         if not 0 <= self.train_split < 1:
             problems.append("train_split must be in [0, 1)")
         if self.task.partition(":")[0] not in exportable_tasks():  # prism:FOLDER names its local copy

@@ -100,23 +100,33 @@ def context_text(profile: list[dict[str, Any]]) -> str:
     return " ".join(p["text"] for p in profile)
 
 
-def _records(qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str) -> list[dict]:
+def _records(
+    qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str, every_profile: bool = False
+) -> list[dict]:
     from mipo.tasks.prefs.items import profile_records
 
     def draw(qid: str, j: int) -> list[dict[str, Any]]:
         return draw_profile(random.Random(f"ifeval-{tag}:{seed}:{qid}:{j}"))
 
-    return profile_records(qs, profiles_per_question, draw, context_text, "instructions")
+    return profile_records(
+        qs, profiles_per_question, draw, context_text, "instructions", every_profile=every_profile
+    )
 
 
 def train_records(
-    *, n_questions: int | None = None, profiles_per_question: int = 1, seed: int = 0, train_split: float = 0.2
+    *,
+    n_questions: int | None = None,
+    profiles_per_question: int = 1,
+    seed: int = 0,
+    train_split: float = 0.2,
+    every_profile: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train prompt records ``{id, prompt, context, meta}`` on ``prefs``'s train questions (no answers)."""
+    """Train prompt records ``{id, prompt, context, meta}`` on ``prefs``'s train questions (no answers);
+    ``every_profile`` as in ``mipo.tasks.prefs.items.profile_records``."""
     from mipo.tasks.prefs.items import questions, split_questions
 
     train, _ = split_questions(questions(train_split=train_split))
-    return _records(train[:n_questions], profiles_per_question, seed, "train")
+    return _records(train[:n_questions], profiles_per_question, seed, "train", every_profile)
 
 
 def task(*, train_split: float = 0.2) -> Task:
@@ -166,6 +176,7 @@ def _train_prompts(config) -> list[dict[str, Any]]:
         profiles_per_question=config.profiles_per_question,
         seed=config.export_seed,
         train_split=config.train_split,
+        every_profile=config.every_profile,
     )
 
 

@@ -65,32 +65,47 @@ def profile_records(
     draw: Callable[[str, int], list[dict[str, Any]]],
     describe: Callable[[list[dict[str, Any]]], str],
     meta_key: str,
+    *,
+    every_profile: bool = False,
 ) -> list[dict]:
     """A prompt record per question and profile (``prefs``, ``ifeval``): ``draw(question_id, j)`` is the
     question's j-th profile, ``describe(profile)`` the user's context that states it, kept under
-    ``meta[meta_key]`` for scoring."""
+    ``meta[meta_key]`` for scoring.
+
+    ``every_profile`` crosses every question with every profile drawn for ``qs`` (``len(qs)`` x
+    ``len(qs) * profiles_per_question`` records): the same questions and profiles, recombined, no new data;
+    ``meta["profile_of"]`` names the record the profile was drawn for."""
+    drawn = {q["qid"]: [(f"{q['qid']}-p{j}", draw(q["qid"], j)) for j in range(profiles_per_question)] for q in qs}
+    every = [named for profiles in drawn.values() for named in profiles]
     records = []
     for q in qs:
-        for j in range(profiles_per_question):
-            profile = draw(q["qid"], j)
-            records.append(
-                {
-                    "id": f"{q['qid']}-p{j}",
-                    "prompt": q["question"],
-                    "context": describe(profile),
-                    "meta": {meta_key: profile, "question_id": q["qid"], "source": q["source"]},
-                }
-            )
+        for name, profile in every if every_profile else drawn[q["qid"]]:
+            record = {
+                "id": f"{q['qid']}-x-{name}" if every_profile else name,
+                "prompt": q["question"],
+                "context": describe(profile),
+                "meta": {meta_key: profile, "question_id": q["qid"], "source": q["source"]},
+            }
+            if every_profile:
+                record["meta"]["profile_of"] = name
+            records.append(record)
     return records
 
 
 def _records(
-    qs: list[dict[str, str]], profiles_per_question: int, seed: int, tag: str, types: list[str] | None
+    qs: list[dict[str, str]],
+    profiles_per_question: int,
+    seed: int,
+    tag: str,
+    types: list[str] | None,
+    every_profile: bool = False,
 ) -> list[dict]:
     def draw(qid: str, j: int) -> list[dict[str, Any]]:
         return draw_profile(random.Random(f"{tag}:{seed}:{qid}:{j}"), types)
 
-    return profile_records(qs, profiles_per_question, draw, context_text, "preferences")
+    return profile_records(
+        qs, profiles_per_question, draw, context_text, "preferences", every_profile=every_profile
+    )
 
 
 def train_records(
@@ -100,13 +115,15 @@ def train_records(
     seed: int = 0,
     train_split: float = 0.2,
     types: list[str] | None = None,
+    every_profile: bool = False,
 ) -> list[dict[str, Any]]:
     """Train prompt records ``{id, prompt, context, meta}`` (no answers), as ``mipo pairs`` reads them.
 
-    ``types`` restricts the profiles to some preference types (default: all).
+    ``types`` restricts the profiles to some preference types (default: all); ``every_profile`` crosses
+    every question with every profile drawn for the questions (``profile_records``).
     """
     train, _ = split_questions(questions(train_split=train_split))
-    return _records(train[:n_questions], profiles_per_question, seed, "train", types)
+    return _records(train[:n_questions], profiles_per_question, seed, "train", types, every_profile)
 
 
 def export_train_prompts(
@@ -159,6 +176,7 @@ def _train_prompts(config) -> list[dict[str, Any]]:
         seed=config.export_seed,
         train_split=config.train_split,
         types=config.preference_types or None,
+        every_profile=config.every_profile,
     )
 
 
