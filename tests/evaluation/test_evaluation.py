@@ -228,7 +228,10 @@ def test_export_train_prompts(cli, tmp_path):
         (["--preference-types", "lowercase,shouting"], "preference_types: unknown shouting"),
         (["--task", "arc-easy", "--export-train", "x.jsonl"], "--export-train works with one task"),
         (["--every-profile"], "--every-profile apply only with --export-train"),
-        (["--task", "gsm8k", "--export-train", "x.jsonl", "--every-profile"], "every_profile: 'gsm8k' draws no"),
+        (
+            ["--task", "gsm8k", "--export-train", "x.jsonl", "--every-profile"],
+            "every_profile: 'gsm8k' draws no",
+        ),
         (["--task", "pmi", "--limit", "3", "--k", "8"], "pmi: k=8 other prompts needed but only 3"),
     ],
 )

@@ -319,7 +319,9 @@ def test_every_profile_crosses_every_train_question_with_every_profile_drawn(tmp
     from mipo.tasks.export import PromptExportConfig, export_prompts
 
     def rows(**settings):
-        path = export_prompts(PromptExportConfig(task=task, out=str(tmp_path / "p.jsonl"), limit=4, **settings))
+        path = export_prompts(
+            PromptExportConfig(task=task, out=str(tmp_path / "p.jsonl"), limit=4, **settings)
+        )
         return [json.loads(line) for line in path.read_text().splitlines()]
 
     own = rows(profiles_per_question=2)

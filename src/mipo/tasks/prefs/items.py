@@ -75,7 +75,9 @@ def profile_records(
     ``every_profile`` crosses every question with every profile drawn for ``qs`` (``len(qs)`` x
     ``len(qs) * profiles_per_question`` records): the same questions and profiles, recombined, no new data;
     ``meta["profile_of"]`` names the record the profile was drawn for."""
-    drawn = {q["qid"]: [(f"{q['qid']}-p{j}", draw(q["qid"], j)) for j in range(profiles_per_question)] for q in qs}
+    drawn = {
+        q["qid"]: [(f"{q['qid']}-p{j}", draw(q["qid"], j)) for j in range(profiles_per_question)] for q in qs
+    }
     every = [named for profiles in drawn.values() for named in profiles]
     records = []
     for q in qs:
