@@ -13,7 +13,12 @@ import torch
 
 from mipo.engine.cad import token_kl
 from mipo.training.objectives._contrastive import cca_loss
-from mipo.training.objectives._guidance import decision_weighted_mean, guidance_loss
+from mipo.training.objectives._guidance import (
+    decision_weighted_mean,
+    guidance_loss,
+    repeated_ngram_mask,
+    unlikelihood_loss,
+)
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -80,6 +85,28 @@ def test_the_preservation_kl_and_the_weighted_mean_by_hand():
     )
     assert decision_weighted_mean(values, torch.tensor([False, True, False]), 3.0).item() == pytest.approx(
         11 / 5
+    )
+
+
+def test_the_unlikelihood_of_repeated_ngrams_by_hand():
+    # the second "1 2 3 4" repeats the first: its 4 tokens; "5" is new
+    assert repeated_ngram_mask([1, 2, 3, 4, 1, 2, 3, 4, 5]) == [False] * 4 + [True] * 4 + [False]
+    # "7 7 7 7 7": the 4-gram at 1 repeats the one at 0, so tokens 1-4 (the first 7 was new)
+    assert repeated_ngram_mask([7, 7, 7, 7, 7]) == [False] + [True] * 4
+    assert repeated_ngram_mask([1, 2, 3, 1, 2, 3]) == [False] * 6  # no 4-gram twice
+    assert repeated_ngram_mask([1, 2, 1, 2, 1], n=2) == [False, False, True, True, True]
+    assert repeated_ngram_mask([1, 2]) == [False, False]
+    # p = (3/4, 1/4): pushing token 0 down costs -log(1 - 3/4) = log 4, token 1 -log(3/4)
+    logits = torch.tensor([[LN3, 0.0], [LN3, 0.0], [LN3, 0.0]])
+    targets = torch.tensor([0, 1, 0])
+    mask = torch.tensor([True, True, False])
+    assert unlikelihood_loss(logits, targets, mask).item() == pytest.approx(
+        (math.log(4) + math.log(4 / 3)) / 2, abs=1e-6
+    )
+    assert unlikelihood_loss(logits, targets, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+    # a token of probability 1 stays finite
+    assert math.isfinite(
+        unlikelihood_loss(torch.tensor([[50.0, -50.0]]), torch.tensor([0]), torch.tensor([True])).item()
     )
 
 
@@ -240,6 +267,62 @@ def test_guidance_with_full_weights_and_the_preservation_term(tmp_path, tiny_mod
     assert (used["cad_alpha"], used["preserve"], used["decision_weight"]) == (0.0, 1.0, 5.0)
 
 
+def own_repeats(model_dir: Path, pairs: Path, max_new_tokens: int) -> list[tuple[list[int], list[bool]]]:
+    """The tiny model's greedy replies (its end of turn included) to the pairs' prompts, one per distinct
+    prompt, written apart from the trainer with ``mipo.engine.generation``'s model loader and plain
+    ``generate`` one prompt at a time; kept where a 4-gram repeats, with the mask."""
+    from mipo.engine.models import load_model
+    from mipo.engine.stops import stop_token_ids
+
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    ends = stop_token_ids(model, tokenizer)
+    kept, seen = [], set()
+    for pair in rows(pairs):
+        ids = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(ids, add_special_tokens=False)["input_ids"]
+        if tuple(prompt_ids) in seen:
+            continue
+        seen.add(tuple(prompt_ids))
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=ends, pad_token_id=tokenizer.pad_token_id,
+            )[0, len(prompt_ids):].tolist()  # fmt: skip
+        end = next((i for i, t in enumerate(out) if t in ends), len(out) - 1)
+        reply = out[: end + 1]
+        if any(repeated_ngram_mask(reply)):
+            kept.append((prompt_ids, reply))
+    return kept
+
+
+def test_unlikelihood_pushes_down_the_repeats_of_the_policys_own_greedy_replies(
+    tmp_path, tiny_model_dir, cli
+):
+    # the tiny random model loops: at step 1 (the policy is the base) its greedy replies to the 8 prompts are
+    # the base's, so the unlikelihood is that of the base's repeated 4-grams, over the first 8 of them
+    _, metrics = train_once(
+        cli, tmp_path, tiny_model_dir, "guidance", "--cad-alpha", "1", "--unlikelihood", "2",
+        "--unlikelihood_tokens", "24",
+    )  # fmt: skip
+    repeating = own_repeats(tiny_model_dir, tmp_path / "pairs.jsonl", 24)
+    assert repeating, "the tiny model's greedy replies should repeat a 4-gram"
+    assert metrics["own_repeating"] == pytest.approx(len(repeating) / 8)
+    from mipo.engine.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir), device="cpu")
+    logits, targets, mask = [], [], []
+    for prompt_ids, reply in repeating[:8]:
+        with torch.no_grad():
+            full = model(input_ids=torch.tensor([prompt_ids + reply])).logits[0]
+        logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply) - 1])
+        targets += reply
+        mask += repeated_ngram_mask(reply)
+    expected = unlikelihood_loss(torch.cat(logits), torch.tensor(targets), torch.tensor(mask)).item()
+    assert expected > 0
+    assert metrics["unlikelihood"] == pytest.approx(expected, rel=1e-3)
+    assert metrics["loss"] == pytest.approx(metrics["kl"] + 2 * metrics["unlikelihood"], rel=1e-4)
+
+
 # ---- bad input: one line, exit 2, before any model loads and before OUT exists ----
 
 
@@ -283,6 +366,9 @@ def test_pairs_without_negative_prompt_are_refused(tmp_path, cli, no_model, obje
         (["--cad_plausibility", "1.5"], "--cad-plausibility must be in (0, 1], got 1.5"),
         (["--decision_weight", "0.5"], "decision_weight must be >= 1, got 0.5"),
         (["--decision_weight", "many"], "dpo: decision_weight must be float, got 'many'"),
+        (["--unlikelihood", "-1"], "unlikelihood must be >= 0, got -1"),
+        (["--unlikelihood_every", "0"], "unlikelihood_every must be >= 1, got 0"),
+        (["--unlikelihood_tokens", "3"], "unlikelihood_tokens must be >= 4, got 3"),
     ],
 )
 def test_bad_guidance_settings_are_one_line_errors(tmp_path, cli, no_model, args, expected):

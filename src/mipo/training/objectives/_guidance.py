@@ -12,11 +12,17 @@ p(v|x, y<t) >= TAU max p(.|x, y<t) keep mass (the adaptive plausibility constrai
 lift a token the reference finds unlikely at every position, such as the user's start word again and again).
 ``--preserve W`` adds W x KL(p_ref(.|x', y-<t) ‖ π_θ(.|x', y-<t)) along the negative prompt's own reply y-:
 the model keeps what it does without the context.
+``--unlikelihood W`` adds W x the unlikelihood of the policy's own repeats (Welleck et al., 2019,
+sequence-level): along the policy's greedy replies to the pairs' prompts, regenerated as it trains, the tokens
+of every 4-gram a reply has already written are pushed down by -log(1 - π_θ(y_t|x, y<t)). The teacher cannot
+do this: along a distilled model's loops CAD's own top token is the loop's next token (docs/results.md).
 
 Every function takes (N, V) logits at N reply positions and is checked by hand in the tests.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -51,3 +57,28 @@ def guidance_loss(
     kl = token_kl(teacher, logits)
     decisions = teacher.argmax(dim=-1) != logits.detach().argmax(dim=-1)
     return decision_weighted_mean(kl, decisions, decision_weight), kl, decisions
+
+
+REPEAT_NGRAM = 4  # Welleck et al. (2019): the tokens of each 4-gram a reply has already written
+
+
+def repeated_ngram_mask(ids: Sequence[int], n: int = REPEAT_NGRAM) -> list[bool]:
+    """Per token of a reply: whether it belongs to an ``n``-gram that occurred earlier in the reply (all
+    ``n`` tokens of the second and later occurrences), the candidates of sequence-level unlikelihood."""
+    mask = [False] * len(ids)
+    seen: set[tuple[int, ...]] = set()
+    for i in range(len(ids) - n + 1):
+        gram = tuple(ids[i : i + n])
+        if gram in seen:
+            mask[i : i + n] = [True] * n
+        seen.add(gram)
+    return mask
+
+
+def unlikelihood_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, V) policy logits, (N,) the reply's tokens, (N,) which to push down -> the mean over the masked
+    positions of -log(1 - π(y_t)) (0 when none is masked); p is clamped below 1 so the loss stays finite."""
+    log_p = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
+    losses = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+    weights = mask.to(losses.dtype)
+    return (weights * losses).sum() / weights.sum().clamp(min=1.0)

@@ -7,6 +7,10 @@ with its adapters off, or with ``--full`` a frozen copy of the starting model) s
 gradients; the policy scores (x, y+) (and (x', y-)). Only the columns from the first one that predicts a reply
 token are projected through the vocabulary (``logits_to_keep``), and the teacher, the KL and the weights are
 computed on the (reply tokens, vocabulary) logits of those positions.
+
+With ``--unlikelihood W`` the policy also answers the pairs' prompts (with the context) greedily every
+``--unlikelihood_every`` optimizer steps, from the first; each step then scores a batch of those replies that
+repeat a 4-gram and adds W x their unlikelihood (``_guidance.unlikelihood_loss``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from dataclasses import dataclass, field
 import torch
 
 from mipo.engine.cad import cad_log_probs, plausibility_problems, token_kl
+from mipo.training.objectives._contrastive import collate_pairs
 from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
-from mipo.training.objectives._guidance import guidance_loss
+from mipo.training.objectives._guidance import guidance_loss, repeated_ngram_mask, unlikelihood_loss
 
 OWN_REPLY = (("prompt", "chosen"), ("negative_prompt", "chosen"))  # y+ under x (policy, teacher) and x'
 NEGATIVE_REPLY = ("negative_prompt", "rejected")  # y- under x': the preservation term's sequence
@@ -57,8 +62,33 @@ class GuidanceConfig(PairConfig):
         },
     )
 
+    unlikelihood: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight W of the unlikelihood of the policy's own repeats (Welleck et al., 2019): the policy "
+            "answers the pairs' prompts greedily as it trains, and in its replies the tokens of every 4-gram "
+            "already written are pushed down, -log(1 - p). 0: off."
+        },
+    )
+    unlikelihood_every: int = field(
+        default=10,
+        metadata={
+            "help": "With --unlikelihood: optimizer steps between two rounds of the policy's own replies."
+        },
+    )
+    unlikelihood_tokens: int = field(
+        default=64,
+        metadata={"help": "With --unlikelihood: the longest of the policy's own replies, in new tokens."},
+    )
+
     def problems(self) -> list[str]:
         problems = super().problems()
+        if not self.unlikelihood >= 0:
+            problems.append(f"unlikelihood must be >= 0, got {self.unlikelihood}")
+        if self.unlikelihood_every < 1:
+            problems.append(f"unlikelihood_every must be >= 1, got {self.unlikelihood_every}")
+        if self.unlikelihood_tokens < 4:  # a reply shorter than a 4-gram cannot repeat one
+            problems.append(f"unlikelihood_tokens must be >= 4, got {self.unlikelihood_tokens}")
         if not self.cad_alpha >= 0:  # NaN too
             problems.append(f"cad_alpha must be >= 0, got {self.cad_alpha}")
         problems += plausibility_problems(self.cad_plausibility, self.cad_alpha)  # as sample/eval check it
@@ -75,6 +105,14 @@ class GuidanceTrainer(PairTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._decisions = torch.zeros(2, dtype=torch.long)  # (taken, decided) since the last log
+        # --unlikelihood: the pairs' prompts (with the context), this process's share, and the policy's own
+        # replies to them that repeat a 4-gram, with the step they were written at
+        prompts = dict.fromkeys(tuple(row["prompt_ids"]) for row in self.train_dataset)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        self._own_prompts = [list(p) for p in prompts][rank::world]
+        self._own_repeats: list[dict] = []
+        self._own_replies_step: int | None = None
+        self._own_cursor = 0
 
     @staticmethod
     def sequences(args) -> tuple[tuple[str, str], ...]:
@@ -103,11 +141,79 @@ class GuidanceTrainer(PairTrainer):
             preserve_kl = preserved_mean(kl_tokens, preserved, negative_reply[0])
             loss = loss + self.args.preserve * preserve_kl
             metrics["preserve_kl"] = preserve_kl.detach().reshape(1)
+        if self.args.unlikelihood > 0 and model.training:
+            repeats = self._own_repeats_loss(model)
+            loss = loss + self.args.unlikelihood * repeats
+            metrics["unlikelihood"] = repeats.detach().reshape(1)
         if model.training:
             self._record(metrics)
             self._record_decisions(policy[0], reference[0], reference[1])
             self._count_tokens(inputs)
         return (loss, {"kl": kl}) if return_outputs else loss
+
+    def _own_repeats_loss(self, model) -> torch.Tensor:
+        """The unlikelihood of the repeated 4-grams in a batch of the policy's own replies (0 when none
+        repeats); the replies are rewritten every ``unlikelihood_every`` optimizer steps."""
+        step = self.state.global_step
+        if self._own_replies_step is None or step - self._own_replies_step >= self.args.unlikelihood_every:
+            self._own_repeats = self._write_own_replies(model)
+            self._own_replies_step, self._own_cursor = step, 0
+        if not self._own_repeats:
+            return torch.zeros((), device=self.accelerator.device)
+        size = self.args.per_device_train_batch_size
+        rows = [self._own_repeats[(self._own_cursor + i) % len(self._own_repeats)] for i in range(size)]
+        rows = rows[: len(self._own_repeats)]
+        self._own_cursor += len(rows)
+        batch = collate_pairs(rows, self._pad_id(), (("prompt", "reply"),))
+        logits, _ = reply_logits(model, [{k: v.to(self.accelerator.device) for k, v in batch.items()}])
+        targets = torch.tensor([t for row in rows for t in row["reply_ids"]], device=logits.device)
+        mask = torch.tensor([m for row in rows for m in row["mask"]], device=logits.device)
+        return unlikelihood_loss(logits, targets, mask)
+
+    def _pad_id(self) -> int:
+        tokenizer = self.processing_class
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def _write_own_replies(self, model) -> list[dict]:
+        """The policy's greedy replies to this process's prompts, kept where a 4-gram repeats: each with its
+        prompt's ids, its token ids (up to its end of turn) and which tokens to push down. Logs the share of
+        the replies that repeat (``own_repeating``)."""
+        from mipo.engine.stops import stop_token_ids
+
+        policy = self.accelerator.unwrap_model(model)
+        ends = stop_token_ids(policy, self.processing_class)
+        pad_id, device, was_training = self._pad_id(), self.accelerator.device, policy.training
+        kept, chunk = [], 16
+        policy.eval()
+        try:
+            with torch.no_grad():
+                for first in range(0, len(self._own_prompts), chunk):
+                    prompts = self._own_prompts[first : first + chunk]
+                    width = max(map(len, prompts))
+                    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+                    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+                    for i, ids in enumerate(prompts):  # left-padded, as generation reads a batch
+                        input_ids[i, width - len(ids) :] = torch.tensor(ids)
+                        attention_mask[i, width - len(ids) :] = 1
+                    output = policy.generate(
+                        input_ids=input_ids.to(device),
+                        attention_mask=attention_mask.to(device),
+                        max_new_tokens=self.args.unlikelihood_tokens,
+                        do_sample=False,
+                        pad_token_id=pad_id,
+                        eos_token_id=ends,
+                    )
+                    for ids, new in zip(prompts, output[:, width:].tolist()):
+                        end = next((i for i, t in enumerate(new) if t in ends), len(new) - 1)
+                        reply = new[: end + 1]
+                        mask = repeated_ngram_mask(reply)
+                        if any(mask):
+                            kept.append({"prompt_ids": ids, "reply_ids": reply, "mask": mask})
+        finally:
+            policy.train(was_training)
+        share = torch.tensor([len(kept) / max(len(self._own_prompts), 1)], device=device)
+        self._record({"own_repeating": share})
+        return kept
 
     def _record_decisions(self, policy, with_context, without) -> None:
         """CAD's decisions (positions where the teacher's top token is not the reference's), and how many of
