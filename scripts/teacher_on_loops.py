@@ -73,21 +73,23 @@ def main() -> int:
     alphas = [float(a) for a in args.alphas.split(",")]
     print("| replies | n | tokens | " + " | ".join(f"A = {a:g}: p(token), top-1" for a in alphas) + " |")
     print("|---|---|---|" + "---|" * len(alphas))
-    for folder in args.folders:
+    for n, folder in enumerate(args.folders):
         examples = folder / "examples"
         bare = {r["id"]: r["prompt"] for r in _rows(examples / f"{args.task}.model.no-context.jsonl")}
         looping = [r for r in _rows(examples / f"{args.task}.model.jsonl") if repeats(r["response"])]
-        control = [r for r in _rows(examples / f"{args.task}.baseline.jsonl") if not repeats(r["response"])]
-        for name, rows in (
-            (f"{folder}: the model's repeating", looping),
-            ("the base's own, not repeating", control),
-        ):
-            scores = measure(model, tokenizer, rows, bare, alphas, args.skip)
+        rows = [(f"{folder}: the model's repeating", looping)]
+        if n == 0:  # the same base replies in every folder of one task: the control, once
+            control = [
+                r for r in _rows(examples / f"{args.task}.baseline.jsonl") if not repeats(r["response"])
+            ]
+            rows.append(("the base's own, not repeating", control))
+        for name, replies in rows:
+            scores = measure(model, tokenizer, replies, bare, alphas, args.skip)
             n_tokens = next(iter(scores.values()))[2] if scores else 0
             cells = " | ".join(
                 f"{scores[a][0]:.2f}, {scores[a][1]:.2f}" if a in scores else "-" for a in alphas
             )
-            print(f"| {name} | {len(rows)} | {n_tokens} | {cells} |", flush=True)
+            print(f"| {name} | {len(replies)} | {n_tokens} | {cells} |", flush=True)
     return 0
 
 
