@@ -267,7 +267,9 @@ def test_guidance_with_full_weights_and_the_preservation_term(tmp_path, tiny_mod
     assert (used["cad_alpha"], used["preserve"], used["decision_weight"]) == (0.0, 1.0, 5.0)
 
 
-def own_repeats(model_dir: Path, pairs: Path, max_new_tokens: int) -> list[tuple[list[int], list[bool]]]:
+def own_repeats(
+    model_dir: Path, pairs: Path, max_new_tokens: int, n: int
+) -> list[tuple[list[int], list[int]]]:
     """The tiny model's greedy replies (its end of turn included) to the pairs' prompts, one per distinct
     prompt, written apart from the trainer with ``mipo.engine.generation``'s model loader and plain
     ``generate`` one prompt at a time; kept where a 4-gram repeats, with the mask."""
@@ -290,7 +292,7 @@ def own_repeats(model_dir: Path, pairs: Path, max_new_tokens: int) -> list[tuple
             )[0, len(prompt_ids):].tolist()  # fmt: skip
         end = next((i for i, t in enumerate(out) if t in ends), len(out) - 1)
         reply = out[: end + 1]
-        if any(repeated_ngram_mask(reply)):
+        if any(repeated_ngram_mask(reply, n)):
             kept.append((prompt_ids, reply))
     return kept
 
@@ -302,9 +304,9 @@ def test_unlikelihood_pushes_down_the_repeats_of_the_policys_own_greedy_replies(
     # the base's, so the unlikelihood is that of the base's repeated 4-grams, over the first 8 of them
     _, metrics = train_once(
         cli, tmp_path, tiny_model_dir, "guidance", "--cad-alpha", "1", "--unlikelihood", "2",
-        "--unlikelihood_tokens", "24",
+        "--unlikelihood_tokens", "24", "--unlikelihood_ngram", "3",
     )  # fmt: skip
-    repeating = own_repeats(tiny_model_dir, tmp_path / "pairs.jsonl", 24)
+    repeating = own_repeats(tiny_model_dir, tmp_path / "pairs.jsonl", 24, n=3)
     assert repeating, "the tiny model's greedy replies should repeat a 4-gram"
     assert metrics["own_repeating"] == pytest.approx(len(repeating) / 8)
     from mipo.engine.models import load_model
@@ -316,7 +318,7 @@ def test_unlikelihood_pushes_down_the_repeats_of_the_policys_own_greedy_replies(
             full = model(input_ids=torch.tensor([prompt_ids + reply])).logits[0]
         logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply) - 1])
         targets += reply
-        mask += repeated_ngram_mask(reply)
+        mask += repeated_ngram_mask(reply, 3)
     expected = unlikelihood_loss(torch.cat(logits), torch.tensor(targets), torch.tensor(mask)).item()
     assert expected > 0
     assert metrics["unlikelihood"] == pytest.approx(expected, rel=1e-3)
@@ -368,7 +370,8 @@ def test_pairs_without_negative_prompt_are_refused(tmp_path, cli, no_model, obje
         (["--decision_weight", "many"], "dpo: decision_weight must be float, got 'many'"),
         (["--unlikelihood", "-1"], "unlikelihood must be >= 0, got -1"),
         (["--unlikelihood_every", "0"], "unlikelihood_every must be >= 1, got 0"),
-        (["--unlikelihood_tokens", "3"], "unlikelihood_tokens must be >= 4, got 3"),
+        (["--unlikelihood_tokens", "3"], "unlikelihood_tokens must be > unlikelihood_ngram (4), got 3"),
+        (["--unlikelihood_ngram", "0"], "unlikelihood_ngram must be >= 1, got 0"),
     ],
 )
 def test_bad_guidance_settings_are_one_line_errors(tmp_path, cli, no_model, args, expected):

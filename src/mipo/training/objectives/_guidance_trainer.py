@@ -10,7 +10,7 @@ computed on the (reply tokens, vocabulary) logits of those positions.
 
 With ``--unlikelihood W`` the policy also answers the pairs' prompts (with the context) greedily every
 ``--unlikelihood_every`` optimizer steps, from the first; each step then scores a batch of those replies that
-repeat a 4-gram and adds W x their unlikelihood (``_guidance.unlikelihood_loss``).
+repeat an n-gram (``--unlikelihood_ngram``, 4 by default) and adds W x their unlikelihood (``_guidance.unlikelihood_loss``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ import torch
 from mipo.engine.cad import cad_log_probs, plausibility_problems, token_kl
 from mipo.training.objectives._contrastive import collate_pairs
 from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
-from mipo.training.objectives._guidance import guidance_loss, repeated_ngram_mask, unlikelihood_loss
+from mipo.training.objectives._guidance import (
+    REPEAT_NGRAM,
+    guidance_loss,
+    repeated_ngram_mask,
+    unlikelihood_loss,
+)
 
 OWN_REPLY = (("prompt", "chosen"), ("negative_prompt", "chosen"))  # y+ under x (policy, teacher) and x'
 NEGATIVE_REPLY = ("negative_prompt", "rejected")  # y- under x': the preservation term's sequence
@@ -66,7 +71,7 @@ class GuidanceConfig(PairConfig):
         default=0.0,
         metadata={
             "help": "Weight W of the unlikelihood of the policy's own repeats (Welleck et al., 2019): the policy "
-            "answers the pairs' prompts greedily as it trains, and in its replies the tokens of every 4-gram "
+            "answers the pairs' prompts greedily as it trains, and in its replies the tokens of every n-gram "
             "already written are pushed down, -log(1 - p). 0: off."
         },
     )
@@ -80,6 +85,14 @@ class GuidanceConfig(PairConfig):
         default=64,
         metadata={"help": "With --unlikelihood: the longest of the policy's own replies, in new tokens."},
     )
+    unlikelihood_ngram: int = field(
+        default=REPEAT_NGRAM,
+        metadata={
+            "help": "With --unlikelihood: the n of the repeated n-grams (in tokens) whose tokens are pushed "
+            "down. 4 is Welleck et al.'s; a larger n leaves ordinary repeated phrases alone and still catches "
+            "loops."
+        },
+    )
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -87,8 +100,15 @@ class GuidanceConfig(PairConfig):
             problems.append(f"unlikelihood must be >= 0, got {self.unlikelihood}")
         if self.unlikelihood_every < 1:
             problems.append(f"unlikelihood_every must be >= 1, got {self.unlikelihood_every}")
-        if self.unlikelihood_tokens < 4:  # a reply shorter than a 4-gram cannot repeat one
-            problems.append(f"unlikelihood_tokens must be >= 4, got {self.unlikelihood_tokens}")
+        if self.unlikelihood_ngram < 1:
+            problems.append(f"unlikelihood_ngram must be >= 1, got {self.unlikelihood_ngram}")
+        if (
+            self.unlikelihood_tokens < max(self.unlikelihood_ngram, 1) + 1
+        ):  # room for an n-gram twice, at least
+            problems.append(
+                f"unlikelihood_tokens must be > unlikelihood_ngram ({self.unlikelihood_ngram}), "
+                f"got {self.unlikelihood_tokens}"
+            )
         if not self.cad_alpha >= 0:  # NaN too
             problems.append(f"cad_alpha must be >= 0, got {self.cad_alpha}")
         problems += plausibility_problems(self.cad_plausibility, self.cad_alpha)  # as sample/eval check it
@@ -106,7 +126,7 @@ class GuidanceTrainer(PairTrainer):
         super().__init__(*args, **kwargs)
         self._decisions = torch.zeros(2, dtype=torch.long)  # (taken, decided) since the last log
         # --unlikelihood: the pairs' prompts (with the context), this process's share, and the policy's own
-        # replies to them that repeat a 4-gram, with the step they were written at
+        # replies to them that repeat an n-gram, with the step they were written at
         prompts = dict.fromkeys(tuple(row["prompt_ids"]) for row in self.train_dataset)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self._own_prompts = [list(p) for p in prompts][rank::world]
@@ -152,7 +172,7 @@ class GuidanceTrainer(PairTrainer):
         return (loss, {"kl": kl}) if return_outputs else loss
 
     def _own_repeats_loss(self, model) -> torch.Tensor:
-        """The unlikelihood of the repeated 4-grams in a batch of the policy's own replies (0 when none
+        """The unlikelihood of the repeated n-grams in a batch of the policy's own replies (0 when none
         repeats); the replies are rewritten every ``unlikelihood_every`` optimizer steps."""
         step = self.state.global_step
         if self._own_replies_step is None or step - self._own_replies_step >= self.args.unlikelihood_every:
@@ -175,7 +195,7 @@ class GuidanceTrainer(PairTrainer):
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def _write_own_replies(self, model) -> list[dict]:
-        """The policy's greedy replies to this process's prompts, kept where a 4-gram repeats: each with its
+        """The policy's greedy replies to this process's prompts, kept where an n-gram repeats: each with its
         prompt's ids, its token ids (up to its end of turn) and which tokens to push down. Logs the share of
         the replies that repeat (``own_repeating``)."""
         from mipo.engine.stops import stop_token_ids
@@ -206,7 +226,7 @@ class GuidanceTrainer(PairTrainer):
                     for ids, new in zip(prompts, output[:, width:].tolist()):
                         end = next((i for i, t in enumerate(new) if t in ends), len(new) - 1)
                         reply = new[: end + 1]
-                        mask = repeated_ngram_mask(reply)
+                        mask = repeated_ngram_mask(reply, self.args.unlikelihood_ngram)
                         if any(mask):
                             kept.append({"prompt_ids": ids, "reply_ids": reply, "mask": mask})
         finally:
