@@ -255,7 +255,7 @@ def test_an_unknown_key_from_an_override_names_the_override_not_the_file(tmp_pat
 
 
 def test_report_examples_in_the_run_config_reach_the_report(tmp_path):
-    from test_report import write_run_folder
+    from run_folders import write_run_folder
 
     demo = ROOT / "src" / "mipo" / "configs" / "demo.yaml"
     run_dir = tmp_path / "run"
