@@ -125,11 +125,9 @@ class GuidanceTrainer(PairTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._decisions = torch.zeros(2, dtype=torch.long)  # (taken, decided) since the last log
-        # --unlikelihood: the pairs' prompts (with the context), this process's share, and the policy's own
-        # replies to them that repeat an n-gram, with the step they were written at
-        prompts = dict.fromkeys(tuple(row["prompt_ids"]) for row in self.train_dataset)
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        self._own_prompts = [list(p) for p in prompts][rank::world]
+        # --unlikelihood: the pairs' prompts (with the context), this process's share (read at the first
+        # round), and the policy's own replies to them that repeat an n-gram, with the step they were written at
+        self._own_prompts: list[list[int]] | None = None
         self._own_repeats: list[dict] = []
         self._own_replies_step: int | None = None
         self._own_cursor = 0
@@ -200,6 +198,10 @@ class GuidanceTrainer(PairTrainer):
         the replies that repeat (``own_repeating``)."""
         from mipo.engine.stops import stop_token_ids
 
+        if self._own_prompts is None:
+            prompts = dict.fromkeys(tuple(ids) for ids in self.train_dataset["prompt_ids"])
+            rank, world = self.accelerator.process_index, self.accelerator.num_processes
+            self._own_prompts = [list(p) for p in prompts][rank::world]
         policy = self.accelerator.unwrap_model(model)
         ends = stop_token_ids(policy, self.processing_class)
         pad_id, device, was_training = self._pad_id(), self.accelerator.device, policy.training
