@@ -64,11 +64,17 @@ def degenerate_replies(eval_dir: Path, task: str, role: str) -> tuple[int, int]:
     results = json.loads((eval_dir / "results.json").read_text())
     short = repeating = 0
     for row in _rows(eval_dir / results["tasks"][task]["examples"][role]):
-        words = (row.get("response") or "").split()
-        trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-        short += len(words) < 10
-        repeating += bool(trigrams) and len(set(trigrams)) < 0.7 * len(trigrams)
+        text = row.get("response") or ""
+        short += len(text.split()) < 10
+        repeating += repeats_itself(text)
     return short, repeating
+
+
+def repeats_itself(text: str) -> bool:
+    """Under 70% of the reply's 3-word sequences distinct: the results' "repeating" reply."""
+    words = text.split()
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return bool(trigrams) and len(set(trigrams)) < 0.7 * len(trigrams)
 
 
 def restating_replies(eval_dir: Path, task: str, role: str, chars: int = 40) -> int:

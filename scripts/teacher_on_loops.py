@@ -21,13 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_table import _rows  # noqa: E402
-
-
-def repeats(text: str) -> bool:
-    words = text.split()
-    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-    return bool(trigrams) and len(set(trigrams)) < 0.7 * len(trigrams)
+from results_table import _rows, repeats_itself  # noqa: E402
 
 
 def measure(model, tokenizer, rows, bare: dict[str, list], alphas: list[float], skip: int) -> dict:
@@ -76,11 +70,13 @@ def main() -> int:
     for n, folder in enumerate(args.folders):
         examples = folder / "examples"
         bare = {r["id"]: r["prompt"] for r in _rows(examples / f"{args.task}.model.no-context.jsonl")}
-        looping = [r for r in _rows(examples / f"{args.task}.model.jsonl") if repeats(r["response"])]
+        looping = [r for r in _rows(examples / f"{args.task}.model.jsonl") if repeats_itself(r["response"])]
         rows = [(f"{folder}: the model's repeating", looping)]
         if n == 0:  # the same base replies in every folder of one task: the control, once
             control = [
-                r for r in _rows(examples / f"{args.task}.baseline.jsonl") if not repeats(r["response"])
+                r
+                for r in _rows(examples / f"{args.task}.baseline.jsonl")
+                if not repeats_itself(r["response"])
             ]
             rows.append(("the base's own, not repeating", control))
         for name, replies in rows:

@@ -24,8 +24,8 @@ KEYS = (
     "kl",  # sami --kl_coef; guidance: KL(teacher || policy) per token
     "preserve_kl",  # guidance --preserve
     "decisions",  # guidance: the share of CAD's decisions the policy takes
-    "unlikelihood",  # guidance --unlikelihood: of the repeated 4-grams in the policy's own replies
-    "own_repeating",  # guidance --unlikelihood: the share of its own replies that repeat a 4-gram
+    "unlikelihood",  # guidance --unlikelihood: of the repeated n-grams in the policy's own replies
+    "own_repeating",  # guidance --unlikelihood: the share of its own replies that repeat an n-gram
     "learning_rate",
     "grad_norm",
     "num_tokens",

@@ -166,6 +166,9 @@ class PairTrainer(Trainer):
             data_collator=collate,
             callbacks=callbacks,
         )
+        self.pad_token_id = (
+            pad_id  # what the collator pads with (the eos token where the tokenizer has no pad)
+        )
         self.model_accepts_loss_kwargs = (
             False  # the loss is a mean per pair: Trainer scales it for accumulation
         )

@@ -102,9 +102,7 @@ class GuidanceConfig(PairConfig):
             problems.append(f"unlikelihood_every must be >= 1, got {self.unlikelihood_every}")
         if self.unlikelihood_ngram < 1:
             problems.append(f"unlikelihood_ngram must be >= 1, got {self.unlikelihood_ngram}")
-        if (
-            self.unlikelihood_tokens < max(self.unlikelihood_ngram, 1) + 1
-        ):  # room for an n-gram twice, at least
+        if self.unlikelihood_tokens <= max(self.unlikelihood_ngram, 1):  # no room for an n-gram twice
             problems.append(
                 f"unlikelihood_tokens must be > unlikelihood_ngram ({self.unlikelihood_ngram}), "
                 f"got {self.unlikelihood_tokens}"
@@ -178,19 +176,15 @@ class GuidanceTrainer(PairTrainer):
             self._own_replies_step, self._own_cursor = step, 0
         if not self._own_repeats:
             return torch.zeros((), device=self.accelerator.device)
-        size = self.args.per_device_train_batch_size
-        rows = [self._own_repeats[(self._own_cursor + i) % len(self._own_repeats)] for i in range(size)]
-        rows = rows[: len(self._own_repeats)]
+        pool = self._own_repeats
+        count = min(self.args.per_device_train_batch_size, len(pool))
+        rows = [pool[(self._own_cursor + i) % len(pool)] for i in range(count)]
         self._own_cursor += len(rows)
-        batch = collate_pairs(rows, self._pad_id(), (("prompt", "reply"),))
+        batch = collate_pairs(rows, self.pad_token_id, (("prompt", "reply"),))
         logits, _ = reply_logits(model, [{k: v.to(self.accelerator.device) for k, v in batch.items()}])
         targets = torch.tensor([t for row in rows for t in row["reply_ids"]], device=logits.device)
         mask = torch.tensor([m for row in rows for m in row["mask"]], device=logits.device)
         return unlikelihood_loss(logits, targets, mask)
-
-    def _pad_id(self) -> int:
-        tokenizer = self.processing_class
-        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def _write_own_replies(self, model) -> list[dict]:
         """The policy's greedy replies to this process's prompts, kept where an n-gram repeats: each with its
@@ -204,7 +198,7 @@ class GuidanceTrainer(PairTrainer):
             self._own_prompts = [list(p) for p in prompts][rank::world]
         policy = self.accelerator.unwrap_model(model)
         ends = stop_token_ids(policy, self.processing_class)
-        pad_id, device, was_training = self._pad_id(), self.accelerator.device, policy.training
+        pad_id, device, was_training = self.pad_token_id, self.accelerator.device, policy.training
         kept, chunk = [], 16
         policy.eval()
         try:
