@@ -75,6 +75,31 @@ def test_guidance_distils_cads_token_distribution_by_hand():
     assert masked.tolist() == pytest.approx([kl_1, math.log(4 / 3)], abs=1e-6)
 
 
+def test_the_lift_once_teacher_by_hand():
+    from mipo.engine.cad import written_before
+
+    # position 1: p(.|x) = (1/2, 1/2), p(.|x') = (3/4, 1/4), so the context lifts token 1 (PMI log 2) and lowers
+    # token 0 (log 2/3). Once token 1 is written its lift is gone and the teacher is p(.|x) with token 0 still
+    # lowered: ∝ (1/2 x 2/3, 1/2) = (2/5, 3/5); a written token 0 keeps its negative contrast: (1/4, 3/4) as before
+    written = torch.tensor([[False, True], [False, False]])
+    _, kl, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0, written=written)
+    kl_once = 0.4 * math.log(0.4 / (2 / 3)) + 0.6 * math.log(0.6 / (1 / 3))
+    kl_2 = 0.9 * math.log(0.9 / 0.75) + 0.1 * math.log(0.1 / 0.25)  # position 2 as without ``written``
+    assert kl.tolist() == pytest.approx([kl_once, kl_2], abs=1e-6)
+    _, lowered, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0, written=~written)
+    _, plain, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0)
+    assert lowered[0].item() == pytest.approx(plain[0].item(), abs=1e-6)
+    # position 2: p(.|x) = (3/4, 1/4), p(.|x') = (1/2, 1/2); both written: token 0's lift (log 3/2) goes and
+    # token 1's lowering (log 1/2) stays, so the teacher is ∝ (3/4, 1/4 x 1/2) = (6/7, 1/7)
+    kl_lowered = 6 / 7 * math.log((6 / 7) / 0.75) + 1 / 7 * math.log((1 / 7) / 0.25)
+    assert lowered[1].item() == pytest.approx(kl_lowered, abs=1e-6)
+    # the tokens written before each position, two replies laid end to end (4 and 2 tokens)
+    assert written_before(torch.tensor([2, 0, 2, 1, 1, 1]), [4, 2], 3).int().tolist() == [
+        [0, 0, 0], [0, 0, 1], [1, 0, 1], [1, 0, 1],  # reply 1: nothing, then 2, then 2 and 0
+        [0, 0, 0], [0, 1, 0],  # reply 2 starts afresh
+    ]  # fmt: skip
+
+
 def test_the_preservation_kl_and_the_weighted_mean_by_hand():
     # KL((1/2, 1/2) || (3/4, 1/4)) = 1/2 log(2/3) + 1/2 log 2 = 1/2 log(4/3)
     base = torch.log_softmax(torch.tensor([[0.0, 0.0]]), dim=-1)
@@ -220,9 +245,10 @@ def test_cca_trains_a_step_with_lora_and_full_weights(tmp_path, tiny_model_dir, 
     assert (used["beta"], used["negative_weight"], used["max_length"]) == (0.1, 3.0, 256)
 
 
-def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float) -> float:
-    """The mean per-token KL(CAD teacher || the model itself) over the chosen replies, from full forward passes."""
-    from mipo.engine.cad import cad_log_probs
+def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float, lift_once: bool = False) -> float:
+    """The mean per-token KL(CAD teacher || the model itself) over the chosen replies, from full forward passes
+    one reply at a time; ``lift_once``: no lift for a token the reply has already written."""
+    from mipo.engine.cad import cad_log_probs, written_before
     from mipo.engine.models import load_model
     from mipo.engine.scoring import encode_response
 
@@ -236,7 +262,9 @@ def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float) -> float:
             with torch.no_grad():
                 full = model(input_ids=torch.tensor([prompt_ids + reply_ids])).logits[0]
             logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply_ids) - 1])
-        kls.append(token_kl(cad_log_probs(logits[0], logits[1], alpha), logits[0]))
+        written = written_before(torch.tensor(reply_ids), [len(reply_ids)], logits[0].shape[-1])
+        teacher = cad_log_probs(logits[0], logits[1], alpha, written=written if lift_once else None)
+        kls.append(token_kl(teacher, logits[0]))
     return torch.cat(kls).mean().item()
 
 
@@ -251,6 +279,31 @@ def test_guidance_trains_a_step_with_lora_from_the_teacher_of_the_reference(tmp_
     assert "preserve_kl" not in metrics and metrics["num_tokens"] > 0
     used = json.loads((out / "train_config.json").read_text())["guidance_config"]
     assert (used["cad_alpha"], used["preserve"], used["decision_weight"]) == (2.0, 0.0, 1.0)
+
+
+def test_guidance_with_the_lift_once_teacher(tmp_path, tiny_model_dir, cli):
+    # step 1: the loss is the base model's KL to the teacher that lifts each token only until it is written,
+    # reply by reply (the tiny random model spreads its mass over the whole vocabulary, so this teacher is
+    # within 1e-4 of the plain one: which tokens count as written is checked by hand below)
+    out, metrics = train_once(
+        cli, tmp_path, tiny_model_dir, "guidance", "--cad-alpha", "2", "--cad_lift_once", "true"
+    )
+    expected = base_guidance_kl(tiny_model_dir, tmp_path / "pairs.jsonl", alpha=2.0, lift_once=True)
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-3)
+    assert json.loads((out / "train_config.json").read_text())["guidance_config"]["cad_lift_once"] is True
+
+
+def test_the_written_tokens_follow_the_reply_positions_of_a_padded_batch():
+    from mipo.training.objectives._guidance_trainer import written_in_replies
+
+    # row 1: prompt 5 6, reply 7 8 7, a pad; row 2: prompt 5, reply 9 9, pads. The positions predicting a
+    # reply token, row by row (as reply_logits orders them), have written: {}, {7}, {7, 8}; {}, {9}
+    group = {
+        "input_ids": torch.tensor([[5, 6, 7, 8, 7, 0], [5, 9, 9, 0, 0, 0]]),
+        "completion_mask": torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0]]),
+    }
+    written = written_in_replies(group, 10)
+    assert [row.nonzero()[:, 0].tolist() for row in written] == [[], [7], [7, 8], [], [9]]
 
 
 def test_guidance_with_full_weights_and_the_preservation_term(tmp_path, tiny_model_dir, cli):
@@ -369,6 +422,7 @@ def test_pairs_without_negative_prompt_are_refused(tmp_path, cli, no_model, obje
         (["--decision_weight", "0.5"], "decision_weight must be >= 1, got 0.5"),
         (["--decision_weight", "many"], "dpo: decision_weight must be float, got 'many'"),
         (["--unlikelihood", "-1"], "unlikelihood must be >= 0, got -1"),
+        (["--cad_lift_once", "maybe"], "dpo: cad_lift_once must be bool, got 'maybe'"),
         (["--unlikelihood_every", "0"], "unlikelihood_every must be >= 1, got 0"),
         (["--unlikelihood_tokens", "3"], "unlikelihood_tokens must be > unlikelihood_ngram (4), got 3"),
         (["--unlikelihood_ngram", "0"], "unlikelihood_ngram must be >= 1, got 0"),

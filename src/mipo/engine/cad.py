@@ -7,6 +7,7 @@ decoding, Li et al., 2023)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,7 +21,12 @@ PLAUSIBILITY_HELP = (
 
 
 def context_aware_logits(
-    with_context: torch.Tensor, without: torch.Tensor, alpha: float, *, plausibility: float | None = None
+    with_context: torch.Tensor,
+    without: torch.Tensor,
+    alpha: float,
+    *,
+    plausibility: float | None = None,
+    written: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Context-aware decoding (Shi et al., 2023): ``(1 + α) log p(·|x, c) − α log p(·|x)`` (B, V), which
     boosts the tokens the context makes likelier: the context PMI, raised at inference time.
@@ -31,12 +37,19 @@ def context_aware_logits(
 
     ``plausibility`` τ in (0, 1] (Li et al., 2023, contrastive decoding): only tokens with
     ``p(v|x, c) >= τ · max p(·|x, c)`` may be chosen; the others get −inf. The contrast can otherwise lift a
-    token the model itself finds implausible (a rare token that is rarer still without the context)."""
+    token the model itself finds implausible (a rare token that is rarer still without the context).
+
+    ``written`` (B, V) bool, the tokens the reply has already written: the contrast lifts a token only until
+    the reply has written it (at a written token only a negative contrast stays, which lowers it). Without
+    it CAD lifts the user's start word or name at every position, and a reply says it again and again."""
     import torch
 
     with_context = with_context.float()
     log_probs = torch.log_softmax(with_context, dim=-1)  # (B, V)
-    scores = with_context + alpha * (log_probs - torch.log_softmax(without.float(), dim=-1))
+    contrast = log_probs - torch.log_softmax(without.float(), dim=-1)  # the context's PMI with each token
+    if written is not None:
+        contrast = torch.where(written.to(contrast.device), contrast.clamp(max=0.0), contrast)
+    scores = with_context + alpha * contrast
     if plausibility is None:
         return scores
     # log p(v) >= log τ + max log p: the head of p(.|x, c); its top token always stays.
@@ -45,16 +58,38 @@ def context_aware_logits(
 
 
 def cad_log_probs(
-    with_context: torch.Tensor, without: torch.Tensor, alpha: float, *, plausibility: float | None = None
+    with_context: torch.Tensor,
+    without: torch.Tensor,
+    alpha: float,
+    *,
+    plausibility: float | None = None,
+    written: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, V) next-token logits (or log-probs) with and without the context -> (N, V) the log-probs CAD
     decodes from: the teacher of the ``guidance`` objective and of ``mipo eval``'s distillation gap (with
-    ``plausibility``, -inf outside the head of p(.|x, c))."""
+    ``plausibility``, -inf outside the head of p(.|x, c); with ``written``, no lift for a token the reply
+    has already written)."""
     import torch
 
     return torch.log_softmax(
-        context_aware_logits(with_context, without, alpha, plausibility=plausibility), dim=-1
+        context_aware_logits(with_context, without, alpha, plausibility=plausibility, written=written), dim=-1
     )
+
+
+def written_before(tokens: torch.Tensor, lengths: Sequence[int], vocab_size: int) -> torch.Tensor:
+    """(N,) the tokens of replies laid end to end (``lengths`` tokens each) -> (N, V) bool: at each position,
+    the tokens its reply wrote before it (``context_aware_logits``'s ``written``)."""
+    import torch
+
+    written = torch.zeros(len(tokens), vocab_size, dtype=torch.uint8, device=tokens.device)
+    start = 0
+    for length in lengths:
+        if length > 1:  # token s is written from position s + 1 on
+            rows = torch.arange(start + 1, start + length, device=tokens.device)
+            written[rows, tokens[start : start + length - 1]] = 1
+            written[start : start + length] = written[start : start + length].cummax(dim=0).values
+        start += length
+    return written.bool()
 
 
 def token_kl(target_log_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,10 @@ that decoding, distillation and the distillation gap share one definition. The p
 ``--cad-plausibility TAU`` masks the teacher as ``mipo sample --cad-plausibility`` decodes: only the tokens with
 p(v|x, y<t) >= TAU max p(.|x, y<t) keep mass (the adaptive plausibility constraint; without it the contrast can
 lift a token the reference finds unlikely at every position, such as the user's start word again and again).
+``--cad_lift_once`` lifts a token only until the reply has written it: at the positions after its first
+occurrence only a negative contrast stays (the context may forbid a word everywhere; asking for it once is
+asking once). CAD's contrast, the PMI of the context with the token, does not fall once the word is said, so
+the plain teacher lifts the user's start word or name at every position and the model learns to loop.
 ``--preserve W`` adds W x KL(p_ref(.|x', y-<t) ‖ π_θ(.|x', y-<t)) along the negative prompt's own reply y-:
 the model keeps what it does without the context.
 ``--unlikelihood W`` adds W x the unlikelihood of the policy's own repeats (Welleck et al., 2019,
@@ -47,13 +51,15 @@ def guidance_loss(
     alpha: float,
     decision_weight: float = 1.0,
     plausibility: float | None = None,
+    written: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, V) policy logits under x, reference logits under x and under x' -> the loss (a scalar), the (N,)
     per-token KL(q_t ‖ π_θ) and the (N,) decisions: the positions where the teacher's top token differs
     from the policy's, which weigh ``decision_weight`` (``decision_weighted_mean``). With ``plausibility``
     τ the teacher gives no mass to the tokens outside the head of p(.|x) (p < τ max p), as CAD decodes with
-    ``--cad-plausibility``."""
-    teacher = cad_log_probs(with_context, without, alpha, plausibility=plausibility)
+    ``--cad-plausibility``. With ``written`` (N, V), the tokens each position's reply has already written,
+    the teacher lifts a token only until the reply has written it (``--cad_lift_once``)."""
+    teacher = cad_log_probs(with_context, without, alpha, plausibility=plausibility, written=written)
     kl = token_kl(teacher, logits)
     decisions = teacher.argmax(dim=-1) != logits.detach().argmax(dim=-1)
     return decision_weighted_mean(kl, decisions, decision_weight), kl, decisions

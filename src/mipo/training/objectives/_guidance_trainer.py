@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mipo.engine.cad import cad_log_probs, plausibility_problems, token_kl
+from mipo.engine.cad import cad_log_probs, plausibility_problems, token_kl, written_before
 from mipo.training.objectives._contrastive import collate_pairs
 from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
 from mipo.training.objectives._guidance import (
@@ -50,6 +50,15 @@ class GuidanceConfig(PairConfig):
             "help": "The teacher's adaptive plausibility constraint TAU in (0, 1] (also --cad-plausibility): only "
             "tokens with p(v|x) >= TAU * max p(.|x) under the reference keep the teacher's mass, as mipo "
             "sample/eval --cad-plausibility decode. Default: none."
+        },
+    )
+    cad_lift_once: bool = field(
+        default=False,
+        metadata={
+            "help": "The teacher lifts a token only until the reply has written it: after a token's first "
+            "occurrence in the reply only a negative contrast stays (the context may forbid a word everywhere, "
+            "and asks for it once). Plain CAD lifts the user's start word or name at every position, and the "
+            "model learns to repeat it."
         },
     )
     preserve: float = field(
@@ -143,6 +152,7 @@ class GuidanceTrainer(PairTrainer):
         with self.reference(model) as reference_model:
             reference = split_replies(reply_logits(reference_model, [with_context, without, *negative_reply]))
         policy = split_replies(reply_logits(model, [with_context, *negative_reply]))
+        written = written_in_replies(with_context, policy[0].shape[-1]) if self.args.cad_lift_once else None
         loss, kl, _ = guidance_loss(
             policy[0],
             reference[0],
@@ -150,6 +160,7 @@ class GuidanceTrainer(PairTrainer):
             self.args.cad_alpha,
             self.args.decision_weight,
             self.args.cad_plausibility,
+            written,
         )
         metrics = {"kl": kl.detach().mean().reshape(1)}
         if negative_reply:
@@ -163,7 +174,7 @@ class GuidanceTrainer(PairTrainer):
             metrics["unlikelihood"] = repeats.detach().reshape(1)
         if model.training:
             self._record(metrics)
-            self._record_decisions(policy[0], reference[0], reference[1])
+            self._record_decisions(policy[0], reference[0], reference[1], written)
             self._count_tokens(inputs)
         return (loss, {"kl": kl}) if return_outputs else loss
 
@@ -231,12 +242,16 @@ class GuidanceTrainer(PairTrainer):
         self._record({"own_repeating": share})
         return kept
 
-    def _record_decisions(self, policy, with_context, without) -> None:
+    def _record_decisions(self, policy, with_context, without, written) -> None:
         """CAD's decisions (positions where the teacher's top token is not the reference's), and how many of
         them the policy's top token takes: ``decisions`` in the log is their share since the last log."""
         with torch.no_grad():
             teacher = cad_log_probs(
-                with_context, without, self.args.cad_alpha, plausibility=self.args.cad_plausibility
+                with_context,
+                without,
+                self.args.cad_alpha,
+                plausibility=self.args.cad_plausibility,
+                written=written,
             )
             teacher_top = teacher.argmax(dim=-1)
             decided = teacher_top != with_context.argmax(dim=-1)
@@ -263,6 +278,13 @@ def preserved_mean(
         preserved.to(values.device, values.dtype), tokens_per_pair.to(values.device)
     )
     return (weights * values).sum() / weights.sum().clamp(min=1.0)
+
+
+def written_in_replies(group: dict[str, torch.Tensor], vocab_size: int) -> torch.Tensor:
+    """A batch of right-padded sequences -> (R, V) bool at the R positions that predict a reply token (as
+    ``reply_logits`` orders them): the tokens that position's reply wrote before it."""
+    replies = group["completion_mask"][:, 1:].bool()
+    return written_before(group["input_ids"][:, 1:][replies], replies.sum(dim=-1).tolist(), vocab_size)
 
 
 def sequence_groups(inputs: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
