@@ -26,11 +26,12 @@ def pairs_of_conversations():
 
 
 def reference_cad_greedy(
-    model, tokenizer, alpha: float, steps: int, plausibility: float | None = None
+    model, tokenizer, alpha: float, steps: int, plausibility: float | None = None, lift_once: bool = False
 ) -> list[list[int]]:
     """CAD by hand: full forward passes over each prompt (with and without context) plus the tokens so far;
     ``steps`` tokens each, stop tokens included (the tiny random model's greedy reply stops at once). With
-    ``plausibility`` τ, the argmax is taken over the tokens with p(v|x,c) >= τ max p(.|x,c) only."""
+    ``plausibility`` τ, the argmax is taken over the tokens with p(v|x,c) >= τ max p(.|x,c) only; with
+    ``lift_once``, a token already written keeps its contrast only where it is negative."""
     import torch
 
     from mipo.engine.generation import encode_conversations
@@ -45,7 +46,10 @@ def reference_cad_greedy(
             with torch.no_grad():
                 a = model(input_ids=torch.tensor([ctx_ids + new])).logits[0, -1].float()
                 b = model(input_ids=torch.tensor([plain_ids + new])).logits[0, -1].float()
-            scores = (1 + alpha) * torch.log_softmax(a, -1) - alpha * torch.log_softmax(b, -1)
+            pmi = torch.log_softmax(a, -1) - torch.log_softmax(b, -1)
+            if lift_once and new:
+                pmi[new] = pmi[new].clamp(max=0.0)
+            scores = torch.log_softmax(a, -1) + alpha * pmi
             if plausibility is not None:
                 probs = torch.softmax(a, -1)
                 scores[probs < plausibility * probs.max()] = float("-inf")
@@ -55,7 +59,12 @@ def reference_cad_greedy(
 
 
 def decode_tokens(
-    model, tokenizer, alpha: float | None, steps: int, plausibility: float | None = None
+    model,
+    tokenizer,
+    alpha: float | None,
+    steps: int,
+    plausibility: float | None = None,
+    lift_once: bool = False,
 ) -> list[list[int]]:
     """The engine's decode loop on the same prompts (two rows per batch), with no stop token."""
     import torch
@@ -71,7 +80,7 @@ def decode_tokens(
     ]
     settings = dict(stops=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, temperature=0, top_p=1.0)
     settings |= dict(max_new_tokens=steps, drop_finished=True, stats=GenerationStats(), cad_alpha=alpha)
-    settings["cad_plausibility"] = plausibility
+    settings |= dict(cad_plausibility=plausibility, cad_lift_once=lift_once)
     return [
         tokens for first in (0, 2) for tokens in _decode_batch(model, jobs[first : first + 2], **settings)
     ]
@@ -316,6 +325,46 @@ def test_plausibility_on_the_tiny_model_equals_a_hand_rolled_reference(tiny):
     assert decode_tokens(model, tokenizer, 50.0, 6) != decode_tokens(model, tokenizer, None, 6)
 
 
+def test_lift_once_on_the_tiny_model_equals_a_hand_rolled_reference(tiny):
+    # A = 50: the contrast decides every token, and plain CAD writes a lifted token again and again; lifting a
+    # token only until it is written leaves no token twice where the lift chose it
+    model, tokenizer = tiny
+    plain = decode_tokens(model, tokenizer, 50.0, 8)
+    once = decode_tokens(model, tokenizer, 50.0, 8, lift_once=True)
+    assert once == reference_cad_greedy(model, tokenizer, 50.0, 8, lift_once=True)
+    assert any(len(set(row)) < len(row) for row in plain)
+    assert once != plain
+    assert decode_tokens(model, tokenizer, 0.0, 6, lift_once=True) == decode_tokens(model, tokenizer, None, 6)
+
+
+def test_sample_cad_lift_once_writes_its_replies_and_is_in_the_fingerprint(
+    tmp_path, tiny_model_dir, tiny, cli
+):
+    from mipo.engine.generation import generate_responses
+    from mipo.sampling.replies import SampleConfig
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "s.jsonl"
+    flags = ["--model", tiny_model_dir, "--prompts", prompts, "--temperature", "0", "--max-new-tokens", "6"]
+    code, _, err = cli(
+        "sample", *flags, "--no-progress", "--cad-alpha", "50", "--cad-lift-once", "--out", out
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    with_context, without = pairs_of_conversations()
+    kwargs = dict(temperature=0.0, max_new_tokens=6, progress=False, cad_alpha=50.0, without_context=without)
+    assert [r["responses"] for r in rows] == generate_responses(
+        *tiny, with_context, cad_lift_once=True, **kwargs
+    )
+    assert rows[0]["generation"]["cad_lift_once"] is True
+
+    def job(**changes):
+        return SampleConfig(prompts=str(prompts), out=str(out), cad_alpha=3.0, **changes).fingerprint()
+
+    assert job(cad_lift_once=True) != job()
+    assert "cad_lift_once" not in job()  # runs from before the setting resume
+
+
 def test_sample_cad_plausibility_writes_its_replies_and_is_in_the_fingerprint(
     tmp_path, tiny_model_dir, tiny, cli
 ):
@@ -358,13 +407,15 @@ def test_eval_passes_plausibility_to_the_engine_for_the_model_only():
             return [["reply"] for _ in conversations]
 
     settings = dict(cad_alpha=1.0, cad_plausibility=0.1, context_mode="system", sampling_temperature=0.0)
+    settings["cad_lift_once"] = True
     config = SimpleNamespace(**settings, top_p=1.0, max_new_tokens=4, batch_size=2, workers=1)
     item = PromptRecord(id="a", prompt="Q?", context="Be brief.")
     generate(config, Engine(), [item.prompt], 0, None, [item])
     generate(config, Engine(), [item.prompt], 0, None, None)  # the baseline: no CAD at all
     assert calls[0]["cad_alpha"] == 1.0 and calls[0]["cad_plausibility"] == 0.1
+    assert calls[0]["cad_lift_once"] is True
     assert calls[0]["without_context"] == [[{"role": "user", "content": "Q?"}]]
-    assert "cad_plausibility" not in calls[1] and "cad_alpha" not in calls[1]
+    assert not {"cad_alpha", "cad_plausibility", "cad_lift_once"} & set(calls[1])
 
 
 @pytest.mark.parametrize(
@@ -380,9 +431,12 @@ def test_eval_passes_plausibility_to_the_engine_for_the_model_only():
         ("eval", ["--cad-alpha", "1", "--cad-plausibility", "-0.1"], "--cad-plausibility must be in (0, 1]"),
         ("eval", ["--cad-plausibility", "0.5"], "add --cad-alpha"),
         ("pairs", ["--strategy", "cad", "--cad-plausibility", "2"], "--cad-plausibility must be in (0, 1]"),
+        ("sample", ["--cad-lift-once"], "--cad-lift-once changes context-aware decoding: add --cad-alpha A"),
+        ("eval", ["--cad-lift-once"], "--cad-lift-once changes context-aware decoding: add --cad-alpha A"),
+        ("pairs", ["--cad-lift-once"], "--cad-lift-once is a setting of --strategy cad, not 'random'"),
     ],
 )
-def test_bad_cad_plausibility_is_a_one_line_error_before_loading(
+def test_bad_cad_decoding_settings_are_one_line_errors_before_loading(
     tmp_path, cli, monkeypatch, command, args, message
 ):
     import mipo.engine.models

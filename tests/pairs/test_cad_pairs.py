@@ -111,7 +111,21 @@ def test_cad_pairs_with_context_reject_the_plain_reply_to_the_same_prompt(tmp_pa
         assert row["prompt"] == with_context[i]
         assert row["negative_prompt"] == without[i]  # the prompt CAD contrasts with, not the rejected's
         assert row["generation"]["cad_rejected"] == "with-context"
-        assert "cad_plausibility" not in row["generation"]
+        assert not {"cad_plausibility", "cad_lift_once"} & set(row["generation"])
+
+
+def test_cad_pairs_with_lift_once_choose_that_decoders_reply(tmp_path, tiny_model_dir, tiny):
+    from mipo.engine.generation import generate_responses
+
+    _, rows = cad_pairs(tiny_model_dir, tmp_path, cad_alpha=2.0, cad_lift_once=True)
+    with_context, without = conversations()
+    once = generate_responses(
+        *tiny, with_context, cad_alpha=2.0, without_context=without, cad_lift_once=True, **SETTINGS
+    )
+    assert rows, "no pair kept"
+    for row_id, row in rows.items():
+        assert row["chosen"][0]["content"] == once[int(row_id[1:])][0]
+        assert row["generation"]["cad_lift_once"] is True
 
 
 def test_cad_at_alpha_zero_with_context_gives_identical_replies_which_are_dropped(tmp_path, tiny_model_dir):
@@ -130,8 +144,9 @@ def test_cad_alpha_defaults_to_one_and_cad_settings_are_in_the_fingerprint(tmp_p
 
     assert config(strategy="cad").cad_alpha == 1.0
     default = config(strategy="cad").fingerprint()
-    assert default["cad_alpha"] == 1.0 and "cad_plausibility" not in default
-    for changed in (dict(cad_alpha=2.0), dict(cad_plausibility=0.1), dict(cad_rejected="with-context")):
+    assert default["cad_alpha"] == 1.0 and not {"cad_plausibility", "cad_lift_once"} & set(default)
+    changes = (dict(cad_alpha=2.0), dict(cad_plausibility=0.1), dict(cad_rejected="with-context"))
+    for changed in (*changes, dict(cad_lift_once=True)):
         assert config(strategy="cad", **changed).fingerprint() != default, changed
     plain = config(strategy="incomplete").fingerprint()
     assert not any(key.startswith("cad_") for key in plain)  # runs from before cad resume

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     import torch
 
 
+LIFT_ONCE_HELP = (
+    "context-aware decoding: the contrast lifts a token only until the reply has written it (a negative "
+    "contrast stays): CAD otherwise lifts the user's start word or name at every position"
+)
 PLAUSIBILITY_HELP = (
     "context-aware decoding: only tokens with p(v|x,c) >= TAU * max p(.|x,c) may be chosen, TAU in (0, 1] "
     "(the adaptive plausibility constraint of contrastive decoding; default: none)"
@@ -103,12 +107,19 @@ def token_kl(target_log_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tens
 
 
 def cad_problems(
-    cad_alpha: float | None, backend: str, *, with_context: bool = True, plausibility: float | None = None
+    cad_alpha: float | None,
+    backend: str,
+    *,
+    with_context: bool = True,
+    plausibility: float | None = None,
+    lift_once: bool = False,
 ) -> list[str]:
-    """What makes ``--cad-alpha`` (and ``--cad-plausibility``) unusable, before any model loads (``mipo
-    sample``, ``mipo eval``, ``mipo pairs --strategy cad``)."""
+    """What makes ``--cad-alpha`` (and ``--cad-plausibility``, ``--cad-lift-once``) unusable, before any
+    model loads (``mipo sample``, ``mipo eval``, ``mipo pairs --strategy cad``)."""
     problems = plausibility_problems(plausibility, cad_alpha)
     if cad_alpha is None:
+        if lift_once:
+            problems.append("--cad-lift-once changes context-aware decoding: add --cad-alpha A")
         return problems
     if cad_alpha < 0:
         problems.append(f"--cad-alpha must be >= 0, got {cad_alpha}")
@@ -141,16 +152,23 @@ def require_contexts(records, path: str, context_field: str) -> None:
             raise InputError(path, message, line=record.line, field=context_field)
 
 
-def cad_settings(cad_alpha: float | None, plausibility: float | None = None) -> dict:
-    """``{"cad_alpha": A, "cad_plausibility": TAU}`` as set (nothing without --cad-alpha): what a row's
-    ``generation``, a fingerprint and the engine's arguments record of context-aware decoding."""
+def cad_settings(cad_alpha: float | None, plausibility: float | None = None, lift_once: bool = False) -> dict:
+    """``{"cad_alpha": A, "cad_plausibility": TAU, "cad_lift_once": True}`` as set (nothing without
+    --cad-alpha): what a row's ``generation``, a fingerprint and the engine's arguments record of
+    context-aware decoding."""
     if cad_alpha is None:
         return {}
-    return {"cad_alpha": cad_alpha} | ({"cad_plausibility": plausibility} if plausibility is not None else {})
+    settings = {"cad_alpha": cad_alpha}
+    settings |= {"cad_plausibility": plausibility} if plausibility is not None else {}
+    return settings | ({"cad_lift_once": True} if lift_once else {})
 
 
 def cad_arguments(
-    cad_alpha: float | None, records, context_mode: str, plausibility: float | None = None
+    cad_alpha: float | None,
+    records,
+    context_mode: str,
+    plausibility: float | None = None,
+    lift_once: bool = False,
 ) -> dict:
     """The engine's context-aware decoding arguments for ``records`` (``mipo sample`` and ``mipo eval``):
     none without --cad-alpha (or without records), so any engine then serves."""
@@ -159,4 +177,4 @@ def cad_arguments(
     if cad_alpha is None or records is None:
         return {}
     plain = [to_conversation(r, context_mode=context_mode, with_context=False) for r in records]
-    return cad_settings(cad_alpha, plausibility) | {"without_context": plain}
+    return cad_settings(cad_alpha, plausibility, lift_once) | {"without_context": plain}

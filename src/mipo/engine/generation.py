@@ -169,6 +169,7 @@ def generate_responses(
     cad_alpha: float | None = None,
     without_context: list[Conversation] | None = None,
     cad_plausibility: float | None = None,
+    cad_lift_once: bool = False,
 ) -> list[list[str]]:
     """Return ``num_samples`` responses per conversation, in input order. ``temperature=0`` is greedy.
 
@@ -178,7 +179,8 @@ def generate_responses(
 
     ``cad_alpha`` (hf only): context-aware decoding, each token picked from ``(1 + α) log p(·|x, c) −
     α log p(·|x)``; ``without_context[i]`` is ``conversations[i]`` without its context; ``cad_plausibility`` τ
-    keeps only tokens with ``p(v|x, c) >= τ max p(·|x, c)`` (``mipo.engine.cad.context_aware_logits``).
+    keeps only tokens with ``p(v|x, c) >= τ max p(·|x, c)``; ``cad_lift_once`` lifts a token only until the
+    reply has written it (``mipo.engine.cad.context_aware_logits``).
 
     ``backend`` other than ``hf``: ``model`` is what that backend loads (``mipo.engine.backends.load_engine``).
     """
@@ -190,6 +192,8 @@ def generate_responses(
         )
     if cad_plausibility is not None and cad_alpha is None:
         raise ConfigError("cad_plausibility constrains context-aware decoding: it needs cad_alpha")
+    if cad_lift_once and cad_alpha is None:
+        raise ConfigError("cad_lift_once changes context-aware decoding: it needs cad_alpha")
     if without_context is not None and len(without_context) != len(conversations):
         raise ConfigError(f"{len(without_context)} conversations without context for {len(conversations)}")
     stats = stats if stats is not None else GenerationStats()
@@ -216,6 +220,7 @@ def generate_responses(
         cad_alpha=cad_alpha,
         without_context=without_context,
         cad_plausibility=cad_plausibility,
+        cad_lift_once=cad_lift_once,
     )
 
 
@@ -252,6 +257,7 @@ def _generate_hf(
     cad_alpha: float | None = None,
     without_context: list[Conversation] | None = None,
     cad_plausibility: float | None = None,
+    cad_lift_once: bool = False,
 ) -> list[list[str]]:
     import torch
     from tqdm.auto import tqdm
@@ -268,7 +274,7 @@ def _generate_hf(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
     settings = {"stops": stops, "pad_id": pad_id, "temperature": temperature, "top_p": top_p}
     settings |= {"max_new_tokens": max_new_tokens, "drop_finished": drop_finished, "cad_alpha": cad_alpha}
-    settings["cad_plausibility"] = cad_plausibility
+    settings |= {"cad_plausibility": cad_plausibility, "cad_lift_once": cad_lift_once}
     # A reply's seed comes from its prompt as given (with its context): CAD at α = 0 samples as plain decoding.
     jobs = [(encoded[i], row_seed(seed, encoded[i], s)) for i, s in rows]
     if cad_alpha is not None:
@@ -374,6 +380,7 @@ def _decode_batch(
     stats: GenerationStats,
     cad_alpha: float | None = None,
     cad_plausibility: float | None = None,
+    cad_lift_once: bool = False,
 ) -> list[list[int]]:
     """Decode one left-padded batch of ``(prompt ids, row seed)`` with the model's KV cache; returns each
     row's new tokens (stop token cut). With ``cad_alpha``, rows are ``(prompt ids, row seed, ids of the
@@ -395,6 +402,8 @@ def _decode_batch(
             sides.append(plain)
             all_logits.append(plain_logits)
         done = torch.zeros(rows, dtype=torch.bool, device=model.device)  # finished rows still in the batch
+        # --cad-lift-once: the tokens each row has written (no lift for them any more)
+        written = torch.zeros_like(logits, dtype=torch.bool) if cad_lift_once else None
         for step in range(max_new_tokens):
             uniforms = (
                 torch.tensor([g.random() for g in streams], dtype=torch.float64) if temperature > 0 else None
@@ -402,11 +411,15 @@ def _decode_batch(
             scores = (
                 all_logits[0].float()
                 if cad_alpha is None
-                else context_aware_logits(*all_logits, cad_alpha, plausibility=cad_plausibility)
+                else context_aware_logits(
+                    *all_logits, cad_alpha, plausibility=cad_plausibility, written=written
+                )
             )
             chosen = pick_tokens(scores, temperature, top_p, uniforms)  # (B,)
             new_tokens[live, step] = chosen.masked_fill(done, -1)
             done = done | torch.isin(chosen, stops)
+            if written is not None:
+                written[torch.arange(len(chosen), device=chosen.device), chosen] = True
             steps = step + 1
             if steps == max_new_tokens or bool(done.all()):
                 break
@@ -416,6 +429,7 @@ def _decode_batch(
                 for each in sides:
                     _keep_rows(each, keep)
                 live, chosen, done = live[keep], chosen[keep], done[keep]
+                written = written[keep] if written is not None else None
                 streams = [streams[k] for k in keep.tolist()]
             # Finished rows left in the batch keep decoding; their tokens are ignored.
             all_logits = [_advance(model, each, chosen, steps) for each in sides]

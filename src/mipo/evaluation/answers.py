@@ -111,6 +111,7 @@ def generate(config, engine, conversations, seed: int, stats, cad_items=None) ->
             cad_items,
             config.context_mode,
             getattr(config, "cad_plausibility", None),
+            getattr(config, "cad_lift_once", False),
         ),
         temperature=config.sampling_temperature,
         top_p=config.top_p,

@@ -106,7 +106,11 @@ def job_fingerprint(config: EvalConfig, job: Job) -> dict[str, Any]:
         against=config.against,
         context_effect=config.context_effect,
         wrong_context=config.wrong_context,
-        **cad_settings(getattr(config, "cad_alpha", None), getattr(config, "cad_plausibility", None)),
+        **cad_settings(
+            getattr(config, "cad_alpha", None),
+            getattr(config, "cad_plausibility", None),
+            getattr(config, "cad_lift_once", False),
+        ),
         environment=reply_environment(config.device, config.workers, config.backend, config.dtype),
         **({"vllm": config.vllm} if config.vllm else {}),  # the vLLM engine's settings, where given
     )

@@ -9,7 +9,7 @@ from typing import Any
 from mipo.core.config import option, require
 from mipo.engine.backends import BACKENDS
 from mipo.engine.backends.vllm_settings import vllm_problems
-from mipo.engine.cad import PLAUSIBILITY_HELP
+from mipo.engine.cad import LIFT_ONCE_HELP, PLAUSIBILITY_HELP
 from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
 from mipo.engine.models import DEFAULT_MODEL
 from mipo.evaluation.judges.settings import JudgeSettings
@@ -165,6 +165,7 @@ class EvalConfig(ScoringSettings, JudgeSettings):
         "A >= 0; every item needs a context (mipo.engine.cad); also the teacher's A of the distillation gap",
     )
     cad_plausibility: float | None = option(None, PLAUSIBILITY_HELP)
+    cad_lift_once: bool = option(False, LIFT_ONCE_HELP)
     gap_alpha: float | None = option(
         None,
         "the teacher's A of the distillation gap alone (the model still decodes as --cad-alpha says): e.g. a "
@@ -179,7 +180,9 @@ class EvalConfig(ScoringSettings, JudgeSettings):
         if self.cad_alpha is not None and not _is_number(self.cad_alpha):
             problems.append(f"--cad-alpha must be a number >= 0, got {self.cad_alpha!r}")
         else:
-            problems += cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
+            problems += cad_problems(
+                self.cad_alpha, self.backend, plausibility=self.cad_plausibility, lift_once=self.cad_lift_once
+            )
         if self.gap_alpha is not None and not (_is_number(self.gap_alpha) and self.gap_alpha >= 0):
             problems.append(f"--gap-alpha must be a number >= 0, got {self.gap_alpha!r}")
         if self.mc_mode == "loglik" and self.backend != "hf":

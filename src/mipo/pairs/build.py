@@ -156,7 +156,8 @@ def _generate(
     of each conversation against its contrast (the same prompt without its context)."""
     cad = {}
     if contrasts is not None:
-        cad = cad_settings(config.cad_alpha, config.cad_plausibility) | {"without_context": contrasts}
+        cad = cad_settings(config.cad_alpha, config.cad_plausibility, config.cad_lift_once)
+        cad |= {"without_context": contrasts}
     return engine.generate(
         conversations,
         **cad,

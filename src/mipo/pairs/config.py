@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mipo.core.config import option, require
-from mipo.engine.cad import PLAUSIBILITY_HELP, cad_problems
+from mipo.engine.cad import LIFT_ONCE_HELP, PLAUSIBILITY_HELP, cad_problems
 from mipo.engine.generation import GenerationJob, GenerationStats
 from mipo.pairs.strategies import STRATEGIES, chosen_contrast
 
@@ -52,6 +52,7 @@ class PairsConfig(GenerationJob):
         "cad: the chosen reply decodes from (1+A) log p(.|x,c) - A log p(.|x), A >= 0 (default 1; hf backend)",
     )
     cad_plausibility: float | None = option(None, "cad: " + PLAUSIBILITY_HELP)
+    cad_lift_once: bool = option(False, "cad: " + LIFT_ONCE_HELP)
     cad_rejected: str = option(
         "without-context",
         "cad: the rejected reply is the plain reply to the prompt without its context (without-context) or "
@@ -88,6 +89,7 @@ class PairsConfig(GenerationJob):
                 for flag, unset in (
                     ("--cad-alpha", self.cad_alpha is None),
                     ("--cad-plausibility", self.cad_plausibility is None),
+                    ("--cad-lift-once", not self.cad_lift_once),
                     ("--cad-rejected", self.cad_rejected == CAD_REJECTED[0]),
                 )
                 if not unset
@@ -95,7 +97,9 @@ class PairsConfig(GenerationJob):
             return [f"{given[0]} is a setting of --strategy cad, not {self.strategy!r}"] if given else []
         if self.cad_alpha is None:
             self.cad_alpha = DEFAULT_CAD_ALPHA
-        problems = cad_problems(self.cad_alpha, self.backend, plausibility=self.cad_plausibility)
+        problems = cad_problems(
+            self.cad_alpha, self.backend, plausibility=self.cad_plausibility, lift_once=self.cad_lift_once
+        )
         if self.cad_rejected not in CAD_REJECTED:
             problems.append(
                 f"cad_rejected must be one of {', '.join(CAD_REJECTED)}, got {self.cad_rejected!r}"
@@ -116,10 +120,13 @@ class PairsConfig(GenerationJob):
             settings.pop("select", None)
             settings.pop("rejected", None)
         if not self.contrasts_chosen:  # cad's settings (set only with --strategy cad)
-            for name in ("cad_alpha", "cad_plausibility", "cad_rejected"):
+            for name in ("cad_alpha", "cad_plausibility", "cad_lift_once", "cad_rejected"):
                 settings.pop(name, None)
-        elif self.cad_plausibility is None:
-            settings.pop("cad_plausibility", None)
+        else:
+            if self.cad_plausibility is None:
+                settings.pop("cad_plausibility", None)
+            if not self.cad_lift_once:
+                settings.pop("cad_lift_once", None)
         return settings
 
 

@@ -215,5 +215,5 @@ def _cad_settings(config: PairsConfig) -> dict[str, Any]:
     from mipo.engine.cad import cad_settings
 
     return {"cad_alpha": config.cad_alpha, "cad_rejected": config.cad_rejected} | cad_settings(
-        config.cad_alpha, config.cad_plausibility
+        config.cad_alpha, config.cad_plausibility, config.cad_lift_once
     )

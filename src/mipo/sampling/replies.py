@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mipo.core.config import add_config_arguments, option, require, resolve
-from mipo.engine.cad import PLAUSIBILITY_HELP, cad_arguments, cad_problems, cad_settings, require_contexts
+from mipo.engine.cad import (
+    LIFT_ONCE_HELP,
+    PLAUSIBILITY_HELP,
+    cad_arguments,
+    cad_problems,
+    cad_settings,
+    require_contexts,
+)
 from mipo.engine.generation import GenerationJob, GenerationStats
 
 log = logging.getLogger(__name__)
@@ -28,11 +35,16 @@ class SampleConfig(GenerationJob):
         "every record needs a context)",
     )
     cad_plausibility: float | None = option(None, PLAUSIBILITY_HELP)
+    cad_lift_once: bool = option(False, LIFT_ONCE_HELP)
 
     def __post_init__(self) -> None:
         problems = self.problems(counts=("samples",))
         problems += cad_problems(
-            self.cad_alpha, self.backend, with_context=self.with_context, plausibility=self.cad_plausibility
+            self.cad_alpha,
+            self.backend,
+            with_context=self.with_context,
+            plausibility=self.cad_plausibility,
+            lift_once=self.cad_lift_once,
         )
         require(problems)
 
@@ -40,8 +52,8 @@ class SampleConfig(GenerationJob):
         """As ``GenerationJob.fingerprint``; without --cad-alpha (--cad-plausibility) the setting is left out,
         so runs from before it resume."""
         settings = super().fingerprint()
-        for name in ("cad_alpha", "cad_plausibility"):
-            if getattr(self, name) is None:
+        for name in ("cad_alpha", "cad_plausibility", "cad_lift_once"):
+            if getattr(self, name) in (None, False):
                 settings.pop(name, None)
         return settings
 
@@ -91,7 +103,13 @@ def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Pat
             ]
             responses = engine.generate(
                 conversations,
-                **cad_arguments(config.cad_alpha, chunk, config.context_mode, config.cad_plausibility),
+                **cad_arguments(
+                    config.cad_alpha,
+                    chunk,
+                    config.context_mode,
+                    config.cad_plausibility,
+                    config.cad_lift_once,
+                ),
                 num_samples=config.samples,
                 temperature=config.temperature,
                 top_p=config.top_p,
@@ -134,7 +152,7 @@ def _sample_row(record, conversation, texts: list[str], config: SampleConfig) ->
             "max_new_tokens": config.max_new_tokens,
             "samples": config.samples,
             "backend": config.backend,
-            **cad_settings(config.cad_alpha, config.cad_plausibility),
+            **cad_settings(config.cad_alpha, config.cad_plausibility, config.cad_lift_once),
         },
     }
 
