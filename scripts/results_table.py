@@ -94,6 +94,26 @@ def restating_replies(eval_dir: Path, task: str, role: str, chars: int = 40) -> 
     )
 
 
+def echoing_replies(eval_dir: Path, task: str, role: str, n: int = 4) -> int:
+    """Replies that copy ``n`` consecutive words of the user's context (the system message; words lowercased,
+    punctuation dropped): a reply that spells out the instruction ("Start your answer with the word") rather
+    than following it, which a checker of the stated word can still count as followed."""
+    results = json.loads((eval_dir / "results.json").read_text())
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9']+", text.lower())
+
+    def echoes(row: dict) -> bool:
+        context = words(
+            " ".join(m.get("content", "") for m in row.get("prompt") or [] if m.get("role") == "system")
+        )
+        grams = {tuple(context[i : i + n]) for i in range(len(context) - n + 1)}
+        reply = words(row.get("response") or "")
+        return any(tuple(reply[i : i + n]) in grams for i in range(len(reply) - n + 1))
+
+    return sum(echoes(row) for row in _rows(eval_dir / results["tasks"][task]["examples"][role]))
+
+
 def load_runs(runs_dir: Path) -> dict[str, dict[int, Path]]:
     """``{group: {seed: run folder}}`` for every run folder with at least one finished evaluation."""
     groups: dict[str, dict[int, Path]] = defaultdict(dict)

@@ -7,7 +7,8 @@ with the columns issues 25 and 28 ask for, read from each ``results.json`` and i
 Columns: adherence with the context (model, base), the context effect, the content effect (own against
 another user's context), the generic shift (each with its 95% CI), mean words of the model's replies with
 and without a context (the base's in brackets), replies that repeat themselves (under 70% of their 3-word sequences distinct, as in
-scripts/results_table.py), and the distillation gap to
+scripts/results_table.py), replies that copy 4 consecutive words of the user's context (the instruction spelled
+out rather than followed), and the distillation gap to
 CAD A = 1 (mean per-token KL of the model, of the base, the gap closed and CAD's decisions taken).
 """
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_table import _rows, degenerate_replies  # noqa: E402  (docs/results.md's definition of "repeating")
+from results_table import _rows, degenerate_replies, echoing_replies  # noqa: E402  (docs/results.md's definitions)
 
 
 def interval(entry: dict | None) -> str:
@@ -73,6 +74,7 @@ def row(folder: Path) -> str:
         f"{words(model_with)} ({words(base_with)})",
         f"{words(model_without)} ({words(base_without)})",
         f"{degenerate_replies(folder, name, 'model')[1]} ({degenerate_replies(folder, name, 'baseline')[1]})",
+        f"{echoing_replies(folder, name, 'model')} ({echoing_replies(folder, name, 'baseline')})",
         f"{kl['model']['mean']:.4f} / {kl['baseline']['mean']:.4f}" if kl else "-",
         interval(gap.get("gap_closed")),
         f"{gap['decisions']['model']['mean']:.2f}" if "decisions" in gap else "-",
@@ -139,9 +141,10 @@ def main() -> None:
         return
     print(
         "| run | adherence model / base | context effect | content effect | generic shift | words with context "
-        "(base) | words without (base) | repeating (base) | KL to CAD model / base | gap closed | decisions |"
+        "(base) | words without (base) | repeating (base) | echoing the context (base) | KL to CAD model / base | gap closed "
+        "| decisions |"
     )
-    print("|---" * 11 + "|")
+    print("|---" * 12 + "|")
     for folder in args.folders:
         print(row(folder))
     print("\nwords with the context, per stated preference type: model (base)")

@@ -268,3 +268,26 @@ def test_restating_replies_counts_replies_that_open_with_their_prompts_words(tab
     ]
     (eval_dir / "examples" / "prefs.model.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert table.restating_replies(eval_dir, "prefs", "model") == 1
+
+
+def test_echoing_replies_counts_replies_that_copy_four_words_of_the_users_context(table, tmp_path):
+    folder = tmp_path / "screen-x-s0"
+    _write_run(folder, [0.0] * 4, [0.0] * 4)
+    eval_dir = folder / "eval" / "prefs"
+    context = "Start your answer with the word 'Well'."
+    replies = [
+        "Well, it is 4.",  # follows it: one word of the context
+        "Start your answer with Well: 4.",  # four words of it, spelled out
+        "START YOUR ANSWER, WITH 4",  # case and punctuation do not hide the copy
+        "The word is 4; answer with care.",  # shares words with it, never four in a row
+    ]
+    prompt = [
+        {"role": "system", "content": context},
+        {"role": "user", "content": "What is 2 + 2?"},
+    ]
+    rows = [
+        {"id": f"q{i}", "seed": 0, "score": 0.0, "response": r, "prompt": prompt}
+        for i, r in enumerate(replies)
+    ]
+    (eval_dir / "examples" / "prefs.model.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert table.echoing_replies(eval_dir, "prefs", "model") == 2
