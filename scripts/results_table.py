@@ -95,13 +95,13 @@ def restating_replies(eval_dir: Path, task: str, role: str, chars: int = 40) -> 
 
 
 def echoing_replies(eval_dir: Path, task: str, role: str, n: int = 4) -> int:
-    """Replies that copy ``n`` consecutive words of the user's context (the system message; words lowercased,
-    punctuation dropped): a reply that spells out the instruction ("Start your answer with the word") rather
+    """Replies that copy ``n`` consecutive words of the user's context (the system message, where these
+    evaluations put it; words lowercased, punctuation and quote marks dropped): a reply that spells out the instruction ("Start your answer with the word") rather
     than following it, which a checker of the stated word can still count as followed."""
     results = json.loads((eval_dir / "results.json").read_text())
 
     def words(text: str) -> list[str]:
-        return re.findall(r"[a-z0-9']+", text.lower())
+        return re.findall(r"[a-z0-9]+", text.lower())
 
     def echoes(row: dict) -> bool:
         context = words(

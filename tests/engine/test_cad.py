@@ -65,8 +65,9 @@ def decode_tokens(
     steps: int,
     plausibility: float | None = None,
     lift_once: bool = False,
+    stop: int = -1,
 ) -> list[list[int]]:
-    """The engine's decode loop on the same prompts (two rows per batch), with no stop token."""
+    """The engine's decode loop on the same prompts (two rows per batch), with no stop token (or ``stop``)."""
     import torch
 
     from mipo.engine.generation import GenerationStats, _decode_batch, encode_conversations
@@ -78,7 +79,7 @@ def decode_tokens(
             encode_conversations(tokenizer, with_context), encode_conversations(tokenizer, without)
         )
     ]
-    settings = dict(stops=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, temperature=0, top_p=1.0)
+    settings = dict(stops=torch.tensor([stop]), pad_id=tokenizer.pad_token_id, temperature=0, top_p=1.0)
     settings |= dict(max_new_tokens=steps, drop_finished=True, stats=GenerationStats(), cad_alpha=alpha)
     settings |= dict(cad_plausibility=plausibility, cad_lift_once=lift_once)
     return [
@@ -335,6 +336,12 @@ def test_lift_once_on_the_tiny_model_equals_a_hand_rolled_reference(tiny):
     assert any(len(set(row)) < len(row) for row in plain)
     assert once != plain
     assert decode_tokens(model, tokenizer, 0.0, 6, lift_once=True) == decode_tokens(model, tokenizer, None, 6)
+    # a row that stops early leaves its batch (the rows left keep their own written tokens): stopping at the
+    # third token of the first reply cuts that reply and no other, and every other row is decoded as before
+    stop = once[0][2]
+    expected = [row[: row.index(stop)] if stop in row else row for row in once]
+    assert len(expected[0]) == 2 and len(expected[1]) == 8
+    assert decode_tokens(model, tokenizer, 50.0, 8, lift_once=True, stop=stop) == expected
 
 
 def test_sample_cad_lift_once_writes_its_replies_and_is_in_the_fingerprint(
@@ -363,6 +370,9 @@ def test_sample_cad_lift_once_writes_its_replies_and_is_in_the_fingerprint(
 
     assert job(cad_lift_once=True) != job()
     assert "cad_lift_once" not in job()  # runs from before the setting resume
+    assert SampleConfig(prompts=str(prompts), out=str(out), cad_alpha=0.0).fingerprint()["cad_alpha"] == 0.0
+    plain = generate_responses(*tiny, with_context, **kwargs)
+    assert [r["responses"] for r in rows] != plain  # the flag reached the decode loop
 
 
 def test_sample_cad_plausibility_writes_its_replies_and_is_in_the_fingerprint(

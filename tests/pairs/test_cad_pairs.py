@@ -117,10 +117,14 @@ def test_cad_pairs_with_context_reject_the_plain_reply_to_the_same_prompt(tmp_pa
 def test_cad_pairs_with_lift_once_choose_that_decoders_reply(tmp_path, tiny_model_dir, tiny):
     from mipo.engine.generation import generate_responses
 
-    _, rows = cad_pairs(tiny_model_dir, tmp_path, cad_alpha=2.0, cad_lift_once=True)
+    # A = 50: the contrast decides the tokens, and lifting once changes the replies
+    _, rows = cad_pairs(tiny_model_dir, tmp_path, cad_alpha=50.0, cad_lift_once=True)
     with_context, without = conversations()
     once = generate_responses(
-        *tiny, with_context, cad_alpha=2.0, without_context=without, cad_lift_once=True, **SETTINGS
+        *tiny, with_context, cad_alpha=50.0, without_context=without, cad_lift_once=True, **SETTINGS
+    )
+    assert once != generate_responses(
+        *tiny, with_context, cad_alpha=50.0, without_context=without, **SETTINGS
     )
     assert rows, "no pair kept"
     for row_id, row in rows.items():

@@ -281,15 +281,29 @@ def test_guidance_trains_a_step_with_lora_from_the_teacher_of_the_reference(tmp_
     assert (used["cad_alpha"], used["preserve"], used["decision_weight"]) == (2.0, 0.0, 1.0)
 
 
-def test_guidance_with_the_lift_once_teacher(tmp_path, tiny_model_dir, cli):
+def test_guidance_with_the_lift_once_teacher(tmp_path, tiny_model_dir, cli, monkeypatch):
     # step 1: the loss is the base model's KL to the teacher that lifts each token only until it is written,
-    # reply by reply (the tiny random model spreads its mass over the whole vocabulary, so this teacher is
-    # within 1e-4 of the plain one: which tokens count as written is checked by hand below)
+    # reply by reply. The tiny random model spreads its mass over the whole vocabulary, so this teacher is
+    # within 1e-4 of the plain one: the written tokens the loss receives are checked instead (by hand below)
+    import mipo.training.objectives._guidance_trainer as trainer
+
+    received, trainer_loss = [], trainer.guidance_loss
+
+    def recording_loss(*args):
+        received.append(args[-1])  # ``written``
+        return trainer_loss(*args)
+
+    monkeypatch.setattr(trainer, "guidance_loss", recording_loss)
     out, metrics = train_once(
         cli, tmp_path, tiny_model_dir, "guidance", "--cad-alpha", "2", "--cad_lift_once", "true"
     )
     expected = base_guidance_kl(tiny_model_dir, tmp_path / "pairs.jsonl", alpha=2.0, lift_once=True)
     assert metrics["loss"] == pytest.approx(expected, rel=1e-3)
+    [written] = received
+    replies = [r["chosen"][0]["content"] for r in rows(tmp_path / "pairs.jsonl")]
+    # one row per reply position, the vocabulary wide; each reply's first position has nothing written
+    assert written.dtype == torch.bool and written.shape[0] > len(replies) and written.any()
+    assert written.sum(dim=-1).min() == 0
     assert json.loads((out / "train_config.json").read_text())["guidance_config"]["cad_lift_once"] is True
 
 

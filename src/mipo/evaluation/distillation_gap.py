@@ -4,7 +4,8 @@ Along the baseline's reply *with* the user's context to each held-out item (alre
 three forward passes give, at every reply token t, the baseline's next-token log-probs with the context
 ``log p(·|x,c,y<t)``, without it ``log p(·|x,y<t)``, and the model's with the context. The teacher is CAD of
 the baseline, ``softmax((1 + A) log p(·|x,c,y<t) − A log p(·|x,y<t))`` (``mipo.engine.cad``, the same
-definition decoding uses); per item:
+definition decoding uses; plain CAD, whatever ``--cad-lift-once`` or ``--cad-plausibility`` say: the gap is
+always to the same target); per item:
 
 - ``kl``: the mean per-token KL(teacher ‖ model), for the model and for the baseline itself (the starting gap);
 - ``decisions``: at the positions where the teacher's top token differs from the baseline's (CAD's decision

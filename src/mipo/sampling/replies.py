@@ -49,11 +49,11 @@ class SampleConfig(GenerationJob):
         require(problems)
 
     def fingerprint(self) -> dict:
-        """As ``GenerationJob.fingerprint``; without --cad-alpha (--cad-plausibility) the setting is left out,
-        so runs from before it resume."""
+        """As ``GenerationJob.fingerprint``; without --cad-alpha (--cad-plausibility, --cad-lift-once) the
+        setting is left out, so runs from before it resume (``--cad-alpha 0`` is kept: it is a setting)."""
         settings = super().fingerprint()
         for name in ("cad_alpha", "cad_plausibility", "cad_lift_once"):
-            if getattr(self, name) in (None, False):
+            if getattr(self, name) is None or getattr(self, name) is False:
                 settings.pop(name, None)
         return settings
 
