@@ -132,6 +132,30 @@ def cad_problems(
     return problems
 
 
+def require_cad_arguments(
+    cad_alpha: float | None,
+    backend: str,
+    without_context: list | None,
+    conversations: list,
+    plausibility: float | None = None,
+    lift_once: bool = False,
+) -> None:
+    """``generate_responses``'s check of its context-aware decoding arguments (a caller's mistake, not a
+    user's: the CLI's ``cad_problems`` say it in the user's words first)."""
+    from mipo.core.errors import ConfigError
+
+    if cad_alpha is not None and (backend != "hf" or without_context is None or cad_alpha < 0):
+        raise ConfigError(
+            "cad_alpha needs backend 'hf', a value >= 0 and each conversation without its context"
+        )
+    if plausibility is not None and cad_alpha is None:
+        raise ConfigError("cad_plausibility constrains context-aware decoding: it needs cad_alpha")
+    if lift_once and cad_alpha is None:
+        raise ConfigError("cad_lift_once changes context-aware decoding: it needs cad_alpha")
+    if without_context is not None and len(without_context) != len(conversations):
+        raise ConfigError(f"{len(without_context)} conversations without context for {len(conversations)}")
+
+
 def plausibility_problems(plausibility: float | None, cad_alpha: float | None) -> list[str]:
     if plausibility is None:
         return []

@@ -18,7 +18,7 @@ from mipo.core.config import option
 from mipo.core.errors import ConfigError
 from mipo.engine.backends import BACKENDS
 from mipo.engine.backends.vllm_settings import vllm_problems
-from mipo.engine.cad import context_aware_logits
+from mipo.engine.cad import context_aware_logits, require_cad_arguments
 from mipo.engine.dtypes import DTYPE_HELP, dtype_problems
 from mipo.engine.kv_cache import preallocated_cache
 from mipo.engine.models import DEFAULT_MODEL
@@ -186,16 +186,7 @@ def generate_responses(
     """
     if num_samples < 1 or max_new_tokens < 1 or batch_size < 1:
         raise ConfigError("num_samples, max_new_tokens and batch_size must be at least 1")
-    if cad_alpha is not None and (backend != "hf" or without_context is None or cad_alpha < 0):
-        raise ConfigError(
-            "cad_alpha needs backend 'hf', a value >= 0 and each conversation without its context"
-        )
-    if cad_plausibility is not None and cad_alpha is None:
-        raise ConfigError("cad_plausibility constrains context-aware decoding: it needs cad_alpha")
-    if cad_lift_once and cad_alpha is None:
-        raise ConfigError("cad_lift_once changes context-aware decoding: it needs cad_alpha")
-    if without_context is not None and len(without_context) != len(conversations):
-        raise ConfigError(f"{len(without_context)} conversations without context for {len(conversations)}")
+    require_cad_arguments(cad_alpha, backend, without_context, conversations, cad_plausibility, cad_lift_once)
     stats = stats if stats is not None else GenerationStats()
     if not conversations:
         return []
