@@ -77,20 +77,22 @@ def repeats_itself(text: str) -> bool:
     return bool(trigrams) and len(set(trigrams)) < 0.7 * len(trigrams)
 
 
+def _prompt_text(row: dict, role: str | None = None) -> str:
+    """The text of a reply row's prompt messages (only those of ``role``, where given)."""
+    messages = [m for m in row.get("prompt") or [] if isinstance(m, dict)]
+    return " ".join(m.get("content", "") for m in messages if role is None or m.get("role") == role)
+
+
 def restating_replies(eval_dir: Path, task: str, role: str, chars: int = 40) -> int:
     """Replies whose first ``chars`` characters are copied from their prompt (the question, or the user's
     context): a reply that restates the question instead of answering it."""
     results = json.loads((eval_dir / "results.json").read_text())
     rows = _rows(eval_dir / results["tasks"][task]["examples"][role])
-
-    def prompt_text(row: dict) -> str:
-        return " ".join(m.get("content", "") for m in row.get("prompt") or [] if isinstance(m, dict))
-
     return sum(
         1
         for row in rows
         if (row.get("response") or "")[:chars].strip()
-        and (row.get("response") or "")[:chars] in prompt_text(row)
+        and (row.get("response") or "")[:chars] in _prompt_text(row)
     )
 
 
@@ -104,9 +106,7 @@ def echoing_replies(eval_dir: Path, task: str, role: str, n: int = 4) -> int:
         return re.findall(r"[a-z0-9]+", text.lower())
 
     def echoes(row: dict) -> bool:
-        context = words(
-            " ".join(m.get("content", "") for m in row.get("prompt") or [] if m.get("role") == "system")
-        )
+        context = words(_prompt_text(row, "system"))
         grams = {tuple(context[i : i + n]) for i in range(len(context) - n + 1)}
         reply = words(row.get("response") or "")
         return any(tuple(reply[i : i + n]) in grams for i in range(len(reply) - n + 1))

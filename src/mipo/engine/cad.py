@@ -176,6 +176,9 @@ def require_contexts(records, path: str, context_field: str) -> None:
             raise InputError(path, message, line=record.line, field=context_field)
 
 
+CAD_SETTINGS = ("cad_alpha", "cad_plausibility", "cad_lift_once")  # the keys ``cad_settings`` may write
+
+
 def cad_settings(cad_alpha: float | None, plausibility: float | None = None, lift_once: bool = False) -> dict:
     """``{"cad_alpha": A, "cad_plausibility": TAU, "cad_lift_once": True}`` as set (nothing without
     --cad-alpha): what a row's ``generation``, a fingerprint and the engine's arguments record of

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mipo.core.config import option, require
-from mipo.engine.cad import LIFT_ONCE_HELP, PLAUSIBILITY_HELP, cad_problems
+from mipo.engine.cad import CAD_SETTINGS, LIFT_ONCE_HELP, PLAUSIBILITY_HELP, cad_problems, cad_settings
 from mipo.engine.generation import GenerationJob, GenerationStats
 from mipo.pairs.strategies import STRATEGIES, chosen_contrast
 
@@ -115,19 +115,14 @@ class PairsConfig(GenerationJob):
         """As ``GenerationJob.fingerprint``; ``rejected`` only counts with ``--select pmi`` (it changes
         nothing otherwise), and ``select: first`` is left out, so runs from before these settings resume; so
         are the ``cad_*`` settings except with ``--strategy cad``."""
-        settings = super().fingerprint()
+        settings = {k: v for k, v in super().fingerprint().items() if k not in CAD_SETTINGS}
         if self.select == "first":
             settings.pop("select", None)
             settings.pop("rejected", None)
         if not self.contrasts_chosen:  # cad's settings (set only with --strategy cad)
-            for name in ("cad_alpha", "cad_plausibility", "cad_lift_once", "cad_rejected"):
-                settings.pop(name, None)
-        else:
-            if self.cad_plausibility is None:
-                settings.pop("cad_plausibility", None)
-            if not self.cad_lift_once:
-                settings.pop("cad_lift_once", None)
-        return settings
+            settings.pop("cad_rejected", None)
+            return settings
+        return settings | cad_settings(self.cad_alpha, self.cad_plausibility, self.cad_lift_once)
 
 
 @dataclass

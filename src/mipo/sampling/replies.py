@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mipo.core.config import add_config_arguments, option, require, resolve
 from mipo.engine.cad import (
+    CAD_SETTINGS,
     LIFT_ONCE_HELP,
     PLAUSIBILITY_HELP,
     cad_arguments,
@@ -51,11 +52,8 @@ class SampleConfig(GenerationJob):
     def fingerprint(self) -> dict:
         """As ``GenerationJob.fingerprint``; without --cad-alpha (--cad-plausibility, --cad-lift-once) the
         setting is left out, so runs from before it resume (``--cad-alpha 0`` is kept: it is a setting)."""
-        settings = super().fingerprint()
-        for name in ("cad_alpha", "cad_plausibility", "cad_lift_once"):
-            if getattr(self, name) is None or getattr(self, name) is False:
-                settings.pop(name, None)
-        return settings
+        settings = {k: v for k, v in super().fingerprint().items() if k not in CAD_SETTINGS}
+        return settings | cad_settings(self.cad_alpha, self.cad_plausibility, self.cad_lift_once)
 
 
 def sample(config: SampleConfig, *, stats: GenerationStats | None = None) -> Path:
