@@ -14,9 +14,11 @@ import torch
 from mipo.engine.cad import token_kl
 from mipo.training.objectives._contrastive import cca_loss
 from mipo.training.objectives._guidance import (
+    context_loop_mask,
     decision_weighted_mean,
     guidance_loss,
     repeated_ngram_mask,
+    token_pmi,
     unlikelihood_loss,
 )
 
@@ -133,6 +135,42 @@ def test_the_unlikelihood_of_repeated_ngrams_by_hand():
     assert math.isfinite(
         unlikelihood_loss(torch.tensor([[50.0, -50.0]]), torch.tensor([0]), torch.tensor([True])).item()
     )
+
+
+def test_only_the_repeats_the_context_lifts_by_hand():
+    # WITH_CONTEXT / WITHOUT: at position 1 the context lifts token 1 (PMI log(1/2 / 1/4) = log 2) and lowers
+    # token 0 (log(1/2 / 3/4) = log 2/3); at position 2 it lifts token 0 (log 3/2) and lowers token 1 (log 1/2)
+    pmi = token_pmi(WITH_CONTEXT, WITHOUT, torch.tensor([1, 1]))
+    assert pmi.tolist() == pytest.approx([LN2, math.log(0.5)], abs=1e-6)
+    assert token_pmi(WITH_CONTEXT, WITHOUT, torch.tensor([0, 0])).tolist() == pytest.approx(
+        [math.log(2 / 3), math.log(1.5)], abs=1e-6
+    )
+    # a repeat is kept only where its PMI is above the threshold; a lifted token that is no repeat is not
+    repeats = [True, True, False, True]
+    values = [LN2, math.log(0.5), 3.0, 0.5]
+    assert context_loop_mask(repeats, values, 0.0) == [True, False, False, True]
+    assert context_loop_mask(repeats, values, 0.6) == [True, False, False, False]
+    assert context_loop_mask(repeats, values, 1.0) == [False] * 4
+    with pytest.raises(ValueError):
+        context_loop_mask([True], [0.1, 0.2], 0.0)  # one PMI per token
+
+
+def test_each_prompts_negative_is_one_without_a_context_where_the_pairs_hold_one():
+    from datasets import Dataset
+
+    from mipo.training.objectives._guidance_trainer import prompts_and_negatives
+
+    # prompt [1] has an other-context row first, then an incomplete one; [2] only an other-context row
+    dataset = Dataset.from_dict(
+        {
+            "prompt_ids": [[1], [2], [1], [1]],
+            "negative_prompt_ids": [[7, 1], [8, 2], [1], [9, 1]],
+            "preserve": [0.0, 0.0, 1.0, 1.0],
+        }
+    )
+    assert prompts_and_negatives(dataset) == [([1], [1]), ([2], [8, 2])]
+    # pairs without the column (other objectives' datasets): the first row's negative prompt
+    assert prompts_and_negatives(dataset.remove_columns("preserve")) == [([1], [7, 1]), ([2], [8, 2])]
 
 
 def test_the_preservation_term_counts_only_pairs_whose_negative_prompt_has_no_context():
@@ -336,10 +374,11 @@ def test_guidance_with_full_weights_and_the_preservation_term(tmp_path, tiny_mod
 
 def own_repeats(
     model_dir: Path, pairs: Path, max_new_tokens: int, n: int
-) -> list[tuple[list[int], list[int]]]:
+) -> list[tuple[list[int], list[int], list[int]]]:
     """The tiny model's greedy replies (its end of turn included) to the pairs' prompts, one per distinct
     prompt, written apart from the trainer with ``mipo.engine.generation``'s model loader and plain
-    ``generate`` one prompt at a time; kept where a 4-gram repeats, with the mask."""
+    ``generate`` one prompt at a time; kept where an n-gram repeats, with the prompt's and the negative
+    prompt's token ids."""
     from mipo.engine.models import load_model
     from mipo.engine.stops import stop_token_ids
 
@@ -360,7 +399,10 @@ def own_repeats(
         end = next((i for i, t in enumerate(out) if t in ends), len(out) - 1)
         reply = out[: end + 1]
         if any(repeated_ngram_mask(reply, n)):
-            kept.append((prompt_ids, reply))
+            negative = tokenizer.apply_chat_template(
+                pair["negative_prompt"], add_generation_prompt=True, tokenize=False
+            )
+            kept.append((prompt_ids, reply, tokenizer(negative, add_special_tokens=False)["input_ids"]))
     return kept
 
 
@@ -380,7 +422,7 @@ def test_unlikelihood_pushes_down_the_repeats_of_the_policys_own_greedy_replies(
 
     model, _ = load_model(str(tiny_model_dir), device="cpu")
     logits, targets, mask = [], [], []
-    for prompt_ids, reply in repeating[:8]:
+    for prompt_ids, reply, _ in repeating[:8]:
         with torch.no_grad():
             full = model(input_ids=torch.tensor([prompt_ids + reply])).logits[0]
         logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply) - 1])
@@ -388,6 +430,51 @@ def test_unlikelihood_pushes_down_the_repeats_of_the_policys_own_greedy_replies(
         mask += repeated_ngram_mask(reply, 3)
     expected = unlikelihood_loss(torch.cat(logits), torch.tensor(targets), torch.tensor(mask)).item()
     assert expected > 0
+    assert metrics["unlikelihood"] == pytest.approx(expected, rel=1e-3)
+    assert metrics["loss"] == pytest.approx(metrics["kl"] + 2 * metrics["unlikelihood"], rel=1e-4)
+
+
+def test_unlikelihood_pmi_pushes_down_only_the_repeats_the_context_lifts(tmp_path, tiny_model_dir, cli):
+    # as above, with the repeats narrowed to the tokens whose PMI with the context (the base, the prompt
+    # against the question alone) is above a threshold, computed here one reply at a time with full forward
+    # passes. The tiny random model's loops are its own (PMI near 0 either way), so the threshold is the
+    # median PMI of its repeated tokens: it keeps about half of them
+    from mipo.engine.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir), device="cpu")
+
+    def reply_logits(prompt_ids: list[int], reply: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            full = model(input_ids=torch.tensor([prompt_ids + reply])).logits[0]
+        return full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply) - 1]
+
+    repeating = own_repeats(tiny_model_dir, write_pairs(tmp_path / "pairs.jsonl"), 24, n=3)
+    scored = []
+    for prompt_ids, reply, negative_ids in repeating:
+        with_context, without = reply_logits(prompt_ids, reply), reply_logits(negative_ids, reply)
+        scored.append((with_context, reply, token_pmi(with_context, without, torch.tensor(reply)).tolist()))
+    repeated_pmi = sorted(
+        v for _, reply, pmi in scored for v, r in zip(pmi, repeated_ngram_mask(reply, 3)) if r
+    )
+    threshold = repeated_pmi[len(repeated_pmi) // 2]
+    loops = []
+    for with_context, reply, pmi in scored:
+        mask = context_loop_mask(repeated_ngram_mask(reply, 3), pmi, threshold)
+        if any(mask):
+            loops.append((with_context, reply, mask))
+    assert 0 < sum(sum(mask) for _, _, mask in loops) < len(repeated_pmi)
+
+    _, metrics = train_once(
+        cli, tmp_path, tiny_model_dir, "guidance", "--cad-alpha", "1", "--unlikelihood", "2",
+        "--unlikelihood_tokens", "24", "--unlikelihood_ngram", "3", "--unlikelihood_pmi", repr(threshold),
+    )  # fmt: skip
+    assert metrics["own_repeating"] == pytest.approx(len(repeating) / 8)
+    assert metrics["own_context_loops"] == pytest.approx(len(loops) / 8)
+    expected = unlikelihood_loss(
+        torch.cat([logits for logits, _, _ in loops]),
+        torch.tensor([t for _, reply, _ in loops for t in reply]),
+        torch.tensor([m for _, _, mask in loops for m in mask]),
+    ).item()
     assert metrics["unlikelihood"] == pytest.approx(expected, rel=1e-3)
     assert metrics["loss"] == pytest.approx(metrics["kl"] + 2 * metrics["unlikelihood"], rel=1e-4)
 
@@ -440,6 +527,8 @@ def test_pairs_without_negative_prompt_are_refused(tmp_path, cli, no_model, obje
         (["--unlikelihood_every", "0"], "unlikelihood_every must be >= 1, got 0"),
         (["--unlikelihood_tokens", "3"], "unlikelihood_tokens must be > unlikelihood_ngram (4), got 3"),
         (["--unlikelihood_ngram", "0"], "unlikelihood_ngram must be >= 1, got 0"),
+        (["--unlikelihood_pmi", "inf"], "unlikelihood_pmi must be a finite number of nats, got inf"),
+        (["--unlikelihood_pmi", "nan"], "unlikelihood_pmi must be a finite number of nats, got nan"),
     ],
 )
 def test_bad_guidance_settings_are_one_line_errors(tmp_path, cli, no_model, args, expected):

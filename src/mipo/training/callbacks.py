@@ -26,6 +26,7 @@ KEYS = (
     "decisions",  # guidance: the share of CAD's decisions the policy takes
     "unlikelihood",  # guidance --unlikelihood: of the repeated n-grams in the policy's own replies
     "own_repeating",  # guidance --unlikelihood: the share of its own replies that repeat an n-gram
+    "own_context_loops",  # guidance --unlikelihood_pmi: the share whose repeats the context lifts
     "learning_rate",
     "grad_norm",
     "num_tokens",

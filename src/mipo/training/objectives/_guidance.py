@@ -20,6 +20,9 @@ the model keeps what it does without the context.
 sequence-level): along the policy's greedy replies to the pairs' prompts, regenerated as it trains, the tokens
 of every 4-gram a reply has already written are pushed down by -log(1 - π_θ(y_t|x, y<t)). The teacher cannot
 do this: along a distilled model's loops CAD's own top token is the loop's next token (docs/results.md).
+With ``--unlikelihood_pmi M`` only the repeated tokens the context lifts are pushed down: those whose PMI with
+the context under the reference, log p_ref(y_t|x, y<t) - log p_ref(y_t|x', y<t), exceeds M nats
+(``context_loop_mask``): "Okay okay okay" after "start with 'Okay'", not the repeats the model writes anyway.
 
 Every function takes (N, V) logits at N reply positions and is checked by hand in the tests.
 """
@@ -79,6 +82,22 @@ def repeated_ngram_mask(ids: Sequence[int], n: int = REPEAT_NGRAM) -> list[bool]
             mask[i : i + n] = [True] * n
         seen.add(gram)
     return mask
+
+
+def token_pmi(with_context: torch.Tensor, without: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, V) logits under x and under x', (N,) the reply's tokens -> (N,) each token's PMI with the context,
+    log p(y_t|x, y<t) - log p(y_t|x', y<t), in nats."""
+
+    def log_p(logits: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
+
+    return log_p(with_context) - log_p(without)
+
+
+def context_loop_mask(repeats: Sequence[bool], pmi: Sequence[float], threshold: float) -> list[bool]:
+    """Per token of a reply: whether it is a repeat (``repeated_ngram_mask``) that the context lifts, its PMI
+    with the context above ``threshold`` nats: the loops a context causes, not the model's ordinary repeats."""
+    return [repeat and value > threshold for repeat, value in zip(repeats, pmi, strict=True)]
 
 
 def unlikelihood_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

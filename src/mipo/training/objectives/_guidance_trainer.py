@@ -11,10 +11,14 @@ computed on the (reply tokens, vocabulary) logits of those positions.
 With ``--unlikelihood W`` the policy also answers the pairs' prompts (with the context) greedily every
 ``--unlikelihood_every`` optimizer steps, from the first; each step then scores a batch of those replies that
 repeat an n-gram (``--unlikelihood_ngram``, 4 by default) and adds W x their unlikelihood (``_guidance.unlikelihood_loss``).
+With ``--unlikelihood_pmi M`` the reference also scores those replies under each prompt's negative prompt (one
+without any context where the pairs hold one) and only the repeated tokens whose PMI with the context exceeds
+M nats are pushed down (``_guidance.context_loop_mask``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -24,8 +28,10 @@ from mipo.training.objectives._contrastive import collate_pairs
 from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
 from mipo.training.objectives._guidance import (
     REPEAT_NGRAM,
+    context_loop_mask,
     guidance_loss,
     repeated_ngram_mask,
+    token_pmi,
     unlikelihood_loss,
 )
 
@@ -102,6 +108,16 @@ class GuidanceConfig(PairConfig):
             "loops."
         },
     )
+    unlikelihood_pmi: float | None = field(
+        default=None,
+        metadata={
+            "help": "With --unlikelihood: push down only the repeated tokens the context lifts, those whose PMI "
+            "with the context under the reference, log p(y_t|x, y<t) - log p(y_t|x', y<t), exceeds this many "
+            "nats (x' the pair's negative prompt; one without any context where the pairs hold one): the loops "
+            "a context causes ('Okay okay okay' after 'start with Okay'), not the repeats the model writes "
+            "anyway (0: every repeat the context makes likelier). Default: every repeated token."
+        },
+    )
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -111,6 +127,8 @@ class GuidanceConfig(PairConfig):
             problems.append(f"unlikelihood_every must be >= 1, got {self.unlikelihood_every}")
         if self.unlikelihood_ngram < 1:
             problems.append(f"unlikelihood_ngram must be >= 1, got {self.unlikelihood_ngram}")
+        if self.unlikelihood_pmi is not None and not math.isfinite(self.unlikelihood_pmi):
+            problems.append(f"unlikelihood_pmi must be a finite number of nats, got {self.unlikelihood_pmi}")
         if self.unlikelihood_tokens <= max(self.unlikelihood_ngram, 1):  # no room for an n-gram twice
             problems.append(
                 f"unlikelihood_tokens must be > unlikelihood_ngram ({self.unlikelihood_ngram}), "
@@ -132,9 +150,10 @@ class GuidanceTrainer(PairTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._decisions = torch.zeros(2, dtype=torch.long)  # (taken, decided) since the last log
-        # --unlikelihood: the pairs' prompts (with the context), this process's share (read at the first
-        # round), and the policy's own replies to them that repeat an n-gram, with the step they were written at
-        self._own_prompts: list[list[int]] | None = None
+        # --unlikelihood: the pairs' prompts (with the context) and each one's negative prompt, this process's
+        # share (read at the first round), and the policy's own replies to them that repeat an n-gram (that the
+        # context lifts, with --unlikelihood_pmi), with the step they were written at
+        self._own_prompts: list[tuple[list[int], list[int]]] | None = None
         self._own_repeats: list[dict] = []
         self._own_replies_step: int | None = None
         self._own_cursor = 0
@@ -198,15 +217,15 @@ class GuidanceTrainer(PairTrainer):
         return unlikelihood_loss(logits, targets, mask)
 
     def _write_own_replies(self, model) -> list[dict]:
-        """The policy's greedy replies to this process's prompts, kept where an n-gram repeats: each with its
-        prompt's ids, its token ids (up to its end of turn) and which tokens to push down. Logs the share of
-        the replies that repeat (``own_repeating``)."""
+        """The policy's greedy replies to this process's prompts, kept where an n-gram repeats (one the
+        context lifts, with ``--unlikelihood_pmi``): each with its prompt's and negative prompt's ids, its
+        token ids (up to its end of turn) and which tokens to push down. Logs the share of the replies that
+        repeat (``own_repeating``) and, with ``--unlikelihood_pmi``, the share kept (``own_context_loops``)."""
         from mipo.engine.stops import stop_token_ids
 
         if self._own_prompts is None:
-            prompts = dict.fromkeys(tuple(ids) for ids in self.train_dataset["prompt_ids"])
             rank, world = self.accelerator.process_index, self.accelerator.num_processes
-            self._own_prompts = [list(p) for p in prompts][rank::world]
+            self._own_prompts = prompts_and_negatives(self.train_dataset)[rank::world]
         policy = self.accelerator.unwrap_model(model)
         ends = stop_token_ids(policy, self.processing_class)
         pad_id, device, was_training = self.pad_token_id, self.accelerator.device, policy.training
@@ -215,7 +234,7 @@ class GuidanceTrainer(PairTrainer):
         try:
             with torch.no_grad():
                 for first in range(0, len(self._own_prompts), chunk):
-                    prompts = self._own_prompts[first : first + chunk]
+                    prompts = [prompt for prompt, _ in self._own_prompts[first : first + chunk]]
                     width = max(map(len, prompts))
                     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
                     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -230,17 +249,52 @@ class GuidanceTrainer(PairTrainer):
                         pad_token_id=pad_id,
                         eos_token_id=ends,
                     )
-                    for ids, new in zip(prompts, output[:, width:].tolist()):
+                    for (ids, negative), new in zip(
+                        self._own_prompts[first : first + chunk], output[:, width:].tolist()
+                    ):
                         end = next((i for i, t in enumerate(new) if t in ends), len(new) - 1)
                         reply = new[: end + 1]
                         mask = repeated_ngram_mask(reply, self.args.unlikelihood_ngram)
                         if any(mask):
-                            kept.append({"prompt_ids": ids, "reply_ids": reply, "mask": mask})
+                            kept.append(
+                                {
+                                    "prompt_ids": ids,
+                                    "negative_prompt_ids": negative,
+                                    "reply_ids": reply,
+                                    "mask": mask,
+                                }
+                            )
+                repeating = len(kept)
+                if self.args.unlikelihood_pmi is not None:
+                    kept = [row for row in self._context_loops(model, kept, chunk) if any(row["mask"])]
         finally:
             policy.train(was_training)
-        share = torch.tensor([len(kept) / max(len(self._own_prompts), 1)], device=device)
-        self._record({"own_repeating": share})
+        prompts = max(len(self._own_prompts), 1)
+        shares = {"own_repeating": repeating / prompts}
+        if self.args.unlikelihood_pmi is not None:
+            shares["own_context_loops"] = len(kept) / prompts
+        self._record({key: torch.tensor([value], device=device) for key, value in shares.items()})
         return kept
+
+    def _context_loops(self, model, rows: list[dict], chunk: int) -> list[dict]:
+        """``rows`` with each mask narrowed to the repeated tokens whose PMI with the context, under the
+        reference along the reply (its prompt against its negative prompt), exceeds ``--unlikelihood_pmi``."""
+        sequences = (("prompt", "reply"), ("negative_prompt", "reply"))
+        narrowed = []
+        for first in range(0, len(rows), chunk):
+            part = rows[first : first + chunk]
+            batch = collate_pairs(part, self.pad_token_id, sequences)
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            with self.reference(model) as reference_model:
+                with_context, without = split_replies(
+                    reply_logits(reference_model, sequence_groups(batch, 2))
+                )
+            targets = torch.tensor([t for row in part for t in row["reply_ids"]], device=with_context.device)
+            pmi = token_pmi(with_context, without, targets).split([len(row["reply_ids"]) for row in part])
+            for row, values in zip(part, pmi):
+                mask = context_loop_mask(row["mask"], values.tolist(), self.args.unlikelihood_pmi)
+                narrowed.append(row | {"mask": mask})
+        return narrowed
 
     def _record_decisions(self, policy, with_context, without, written) -> None:
         """CAD's decisions (positions where the teacher's top token is not the reference's), and how many of
@@ -278,6 +332,18 @@ def preserved_mean(
         preserved.to(values.device, values.dtype), tokens_per_pair.to(values.device)
     )
     return (weights * values).sum() / weights.sum().clamp(min=1.0)
+
+
+def prompts_and_negatives(dataset) -> list[tuple[list[int], list[int]]]:
+    """The tokenized pairs' distinct prompts, in order, each with a negative prompt: that of its first pair
+    whose negative prompt has no user context (``preserve`` 1, as in mixed pairs), else of its first pair."""
+    negatives: dict[tuple[int, ...], tuple[list[int], bool]] = {}
+    preserves = dataset["preserve"] if "preserve" in dataset.column_names else [0] * len(dataset)
+    for prompt, negative, preserve in zip(dataset["prompt_ids"], dataset["negative_prompt_ids"], preserves):
+        key = tuple(prompt)
+        if key not in negatives or (preserve and not negatives[key][1]):
+            negatives[key] = (list(negative), bool(preserve))
+    return [(list(prompt), negative) for prompt, (negative, _) in negatives.items()]
 
 
 def written_in_replies(group: dict[str, torch.Tensor], vocab_size: int) -> torch.Tensor:
