@@ -60,9 +60,9 @@ def test_guidance_distils_cads_token_distribution_by_hand():
     )  # the teacher's top (2) != the policy's (1)
     kl_2 = 0.9 * math.log(0.9 / 0.75) + 0.1 * math.log(0.1 / 0.25)  # both pick token 1
     assert (kl_1, kl_2) == pytest.approx((0.362990, 0.072460), abs=1e-6)
-    loss, kl, decisions = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0)
+    loss, kl, teacher_top = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0)
     assert kl.tolist() == pytest.approx([kl_1, kl_2], abs=1e-6)
-    assert decisions.tolist() == [True, False]
+    assert teacher_top.tolist() == [1, 0]  # the policy's are [0, 0]: position 1 is a decision
     assert loss.item() == pytest.approx((kl_1 + kl_2) / 2, abs=1e-6)  # the mean per token
     # decision_weight 5: the decision weighs 5, the other 1, and the sum is divided by the weights' sum (6)
     weighted, _, _ = guidance_loss(POLICY, WITH_CONTEXT, WITHOUT, alpha=1.0, decision_weight=5.0)

@@ -57,15 +57,16 @@ def guidance_loss(
     written: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, V) policy logits under x, reference logits under x and under x' -> the loss (a scalar), the (N,)
-    per-token KL(q_t ‖ π_θ) and the (N,) decisions: the positions where the teacher's top token differs
-    from the policy's, which weigh ``decision_weight`` (``decision_weighted_mean``). With ``plausibility``
+    per-token KL(q_t ‖ π_θ) and the (N,) teacher's top tokens. The positions where the teacher's top token
+    differs from the policy's weigh ``decision_weight`` (``decision_weighted_mean``). With ``plausibility``
     τ the teacher gives no mass to the tokens outside the head of p(.|x) (p < τ max p), as CAD decodes with
     ``--cad-plausibility``. With ``written`` (N, V), the tokens each position's reply has already written,
     the teacher lifts a token only until the reply has written it (``--cad_lift_once``)."""
     teacher = cad_log_probs(with_context, without, alpha, plausibility=plausibility, written=written)
     kl = token_kl(teacher, logits)
-    decisions = teacher.argmax(dim=-1) != logits.detach().argmax(dim=-1)
-    return decision_weighted_mean(kl, decisions, decision_weight), kl, decisions
+    teacher_top = teacher.argmax(dim=-1)
+    decisions = teacher_top != logits.detach().argmax(dim=-1)
+    return decision_weighted_mean(kl, decisions, decision_weight), kl, teacher_top
 
 
 REPEAT_NGRAM = 4  # Welleck et al. (2019): the tokens of each 4-gram a reply has already written

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mipo.engine.cad import cad_log_probs, plausibility_problems, token_kl, written_before
+from mipo.engine.cad import plausibility_problems, token_kl, written_before
 from mipo.training.objectives._contrastive import collate_pairs
 from mipo.training.objectives._contrastive_trainer import PairConfig, PairTrainer
 from mipo.training.objectives._guidance import (
@@ -172,7 +172,7 @@ class GuidanceTrainer(PairTrainer):
             reference = split_replies(reply_logits(reference_model, [with_context, without, *negative_reply]))
         policy = split_replies(reply_logits(model, [with_context, *negative_reply]))
         written = written_in_replies(with_context, policy[0].shape[-1]) if self.args.cad_lift_once else None
-        loss, kl, _ = guidance_loss(
+        loss, kl, teacher_top = guidance_loss(
             policy[0],
             reference[0],
             reference[1],
@@ -193,7 +193,7 @@ class GuidanceTrainer(PairTrainer):
             metrics["unlikelihood"] = repeats.detach().reshape(1)
         if model.training:
             self._record(metrics)
-            self._record_decisions(policy[0], reference[0], reference[1], written)
+            self._record_decisions(policy[0], reference[0], teacher_top)
             self._count_tokens(inputs)
         return (loss, {"kl": kl}) if return_outputs else loss
 
@@ -296,18 +296,10 @@ class GuidanceTrainer(PairTrainer):
                 narrowed.append(row | {"mask": mask})
         return narrowed
 
-    def _record_decisions(self, policy, with_context, without, written) -> None:
+    def _record_decisions(self, policy, with_context, teacher_top) -> None:
         """CAD's decisions (positions where the teacher's top token is not the reference's), and how many of
         them the policy's top token takes: ``decisions`` in the log is their share since the last log."""
         with torch.no_grad():
-            teacher = cad_log_probs(
-                with_context,
-                without,
-                self.args.cad_alpha,
-                plausibility=self.args.cad_plausibility,
-                written=written,
-            )
-            teacher_top = teacher.argmax(dim=-1)
             decided = teacher_top != with_context.argmax(dim=-1)
             taken = decided & (policy.argmax(dim=-1) == teacher_top)
         counts = self.accelerator.gather_for_metrics(torch.stack([taken.sum(), decided.sum()]).reshape(1, 2))
