@@ -283,6 +283,14 @@ def test_cca_trains_a_step_with_lora_and_full_weights(tmp_path, tiny_model_dir, 
     assert (used["beta"], used["negative_weight"], used["max_length"]) == (0.1, 3.0, 256)
 
 
+def full_pass_reply_logits(model, prompt_ids: list[int], reply_ids: list[int]) -> torch.Tensor:
+    """The (len(reply), V) next-token logits at the positions that predict the reply's tokens, from one
+    full forward pass over the prompt and the reply (the reference the trainer's batched passes are held to)."""
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([prompt_ids + reply_ids])).logits[0]
+    return full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply_ids) - 1]
+
+
 def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float, lift_once: bool = False) -> float:
     """The mean per-token KL(CAD teacher || the model itself) over the chosen replies, from full forward passes
     one reply at a time; ``lift_once``: no lift for a token the reply has already written."""
@@ -297,9 +305,7 @@ def base_guidance_kl(model_dir: Path, pairs: Path, alpha: float, lift_once: bool
         logits = []
         for prompt in (pair["prompt"], pair["negative_prompt"]):
             prompt_ids, reply_ids = encode_response(tokenizer, prompt, reply)
-            with torch.no_grad():
-                full = model(input_ids=torch.tensor([prompt_ids + reply_ids])).logits[0]
-            logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply_ids) - 1])
+            logits.append(full_pass_reply_logits(model, prompt_ids, reply_ids))
         written = written_before(torch.tensor(reply_ids), [len(reply_ids)], logits[0].shape[-1])
         teacher = cad_log_probs(logits[0], logits[1], alpha, written=written if lift_once else None)
         kls.append(token_kl(teacher, logits[0]))
@@ -423,9 +429,7 @@ def test_unlikelihood_pushes_down_the_repeats_of_the_policys_own_greedy_replies(
     model, _ = load_model(str(tiny_model_dir), device="cpu")
     logits, targets, mask = [], [], []
     for prompt_ids, reply, _ in repeating[:8]:
-        with torch.no_grad():
-            full = model(input_ids=torch.tensor([prompt_ids + reply])).logits[0]
-        logits.append(full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply) - 1])
+        logits.append(full_pass_reply_logits(model, prompt_ids, reply))
         targets += reply
         mask += repeated_ngram_mask(reply, 3)
     expected = unlikelihood_loss(torch.cat(logits), torch.tensor(targets), torch.tensor(mask)).item()
@@ -443,15 +447,11 @@ def test_unlikelihood_pmi_pushes_down_only_the_repeats_the_context_lifts(tmp_pat
 
     model, _ = load_model(str(tiny_model_dir), device="cpu")
 
-    def reply_logits(prompt_ids: list[int], reply: list[int]) -> torch.Tensor:
-        with torch.no_grad():
-            full = model(input_ids=torch.tensor([prompt_ids + reply])).logits[0]
-        return full[len(prompt_ids) - 1 : len(prompt_ids) + len(reply) - 1]
-
     repeating = own_repeats(tiny_model_dir, write_pairs(tmp_path / "pairs.jsonl"), 24, n=3)
     scored = []
     for prompt_ids, reply, negative_ids in repeating:
-        with_context, without = reply_logits(prompt_ids, reply), reply_logits(negative_ids, reply)
+        with_context = full_pass_reply_logits(model, prompt_ids, reply)
+        without = full_pass_reply_logits(model, negative_ids, reply)
         scored.append((with_context, reply, token_pmi(with_context, without, torch.tensor(reply)).tolist()))
     repeated_pmi = sorted(
         v for _, reply, pmi in scored for v, r in zip(pmi, repeated_ngram_mask(reply, 3)) if r

@@ -85,14 +85,15 @@ def repeated_ngram_mask(ids: Sequence[int], n: int = REPEAT_NGRAM) -> list[bool]
     return mask
 
 
+def target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, V) logits, (N,) tokens -> (N,) log p(token) at each position, in float32."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
+
+
 def token_pmi(with_context: torch.Tensor, without: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(N, V) logits under x and under x', (N,) the reply's tokens -> (N,) each token's PMI with the context,
     log p(y_t|x, y<t) - log p(y_t|x', y<t), in nats."""
-
-    def log_p(logits: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
-
-    return log_p(with_context) - log_p(without)
+    return target_log_probs(with_context, targets) - target_log_probs(without, targets)
 
 
 def context_loop_mask(repeats: Sequence[bool], pmi: Sequence[float], threshold: float) -> list[bool]:
@@ -104,7 +105,6 @@ def context_loop_mask(repeats: Sequence[bool], pmi: Sequence[float], threshold: 
 def unlikelihood_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(N, V) policy logits, (N,) the reply's tokens, (N,) which to push down -> the mean over the masked
     positions of -log(1 - π(y_t)) (0 when none is masked); p is clamped below 1 so the loss stays finite."""
-    log_p = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
-    losses = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+    losses = -torch.log1p(-target_log_probs(logits, targets).exp().clamp(max=1 - 1e-6))
     weights = mask.to(losses.dtype)
     return (weights * losses).sum() / weights.sum().clamp(min=1.0)

@@ -234,7 +234,8 @@ class GuidanceTrainer(PairTrainer):
         try:
             with torch.no_grad():
                 for first in range(0, len(self._own_prompts), chunk):
-                    prompts = [prompt for prompt, _ in self._own_prompts[first : first + chunk]]
+                    part = self._own_prompts[first : first + chunk]
+                    prompts = [prompt for prompt, _ in part]
                     width = max(map(len, prompts))
                     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
                     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -249,9 +250,7 @@ class GuidanceTrainer(PairTrainer):
                         pad_token_id=pad_id,
                         eos_token_id=ends,
                     )
-                    for (ids, negative), new in zip(
-                        self._own_prompts[first : first + chunk], output[:, width:].tolist()
-                    ):
+                    for (ids, negative), new in zip(part, output[:, width:].tolist()):
                         end = next((i for i, t in enumerate(new) if t in ends), len(new) - 1)
                         reply = new[: end + 1]
                         mask = repeated_ngram_mask(reply, self.args.unlikelihood_ngram)
