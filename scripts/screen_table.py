@@ -100,6 +100,28 @@ def words_by_preference(folder: Path) -> str:
     )
 
 
+BREVITY = {"prefs": {"max_words"}}  # the preference types that ask for a shorter reply, per task
+
+
+def words_by_brevity(folder: Path) -> str:
+    """Mean words of the model's (and the base's) replies with the context, split by whether the item's
+    profile asks for a shorter reply: the target's "shorter only where the user asked" read per item (a
+    profile holds 1-3 preferences, so a per-type mean mixes in the brevity the same profile asks for)."""
+    task = task_name(folder)
+    if task not in BREVITY:
+        return "-"
+    groups: dict[bool, list[list[int]]] = {}
+    for side, name in ((0, f"{task}.model.jsonl"), (1, f"{task}.baseline.jsonl")):
+        for row in _rows(folder / "examples" / name):
+            asks = any(p["type"] in BREVITY[task] for p in row.get("preferences") or [])
+            groups.setdefault(asks, [[], []])[side].append(len(str(row["response"]).split()))
+    return ", ".join(
+        f"{'asks for brevity' if asks else 'does not'} ({len(m)} items) {sum(m) / len(m):.0f} ({sum(b) / len(b):.0f})"
+        for asks, (m, b) in sorted(groups.items())
+        if m and b
+    )
+
+
 def pooled(folders: list[Path]) -> str:
     """One recipe's seeds pooled item by item: its context effect (``pooled_context_effect``) and its
     content effect (each item's (model - base) own minus the same with another user's context, averaged
@@ -150,6 +172,9 @@ def main() -> None:
     print("\nwords with the context, per stated preference type: model (base)")
     for folder in args.folders:
         print(f"- {run_name(folder)}: {words_by_preference(folder)}")
+    print("\nwords with the context, by whether the profile asks for brevity: model (base)")
+    for folder in args.folders:
+        print(f"- {run_name(folder)}: {words_by_brevity(folder)}")
 
 
 if __name__ == "__main__":
