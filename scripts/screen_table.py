@@ -2,7 +2,8 @@
 with the columns issues 25 and 28 ask for, read from each ``results.json`` and its example files.
 
     python scripts/screen_table.py runs/results/screen-*-s0/eval/prefs runs/results/screen-cad-a1-s0/eval/prefs
-    python scripts/screen_table.py --pool runs/results/screen-guidance-a3-preserve-p3-s*/eval/prefs
+    python scripts/screen_table.py --pool runs/results/screen-guidance-a3-preserve-p3-s*/eval/prefs \
+        [--against runs/results/screen-cad-a1-s0/eval/prefs]
 
 Columns: adherence with the context (model, base), the context effect, the content effect (own against
 another user's context), the generic shift (each with its 95% CI), mean words of the model's replies with
@@ -122,34 +123,56 @@ def words_by_brevity(folder: Path) -> str:
     )
 
 
-def pooled(folders: list[Path]) -> str:
+def item_effects(folder: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """One evaluation's per-item context effect, (model - base) with the own context minus without it, and
+    content effect, (model - base) own minus another user's context (each item's score averaged over
+    sampling seeds)."""
+    task = task_name(folder)
+    score = {
+        arm: item_scores(folder, task, arm)
+        for arm in ("model", "baseline", "model.no-context", "baseline.no-context")
+        + ("model.wrong-context", "baseline.wrong-context")
+    }
+    gain = {i: score["model"][i] - score["baseline"][i] for i in score["model"]}
+    context = {i: gain[i] - (score["model.no-context"][i] - score["baseline.no-context"][i]) for i in gain}
+    content = {
+        i: gain[i] - (score["model.wrong-context"][i] - score["baseline.wrong-context"][i])
+        for i in score["model.wrong-context"]
+    }
+    return context, content
+
+
+def item_scores(folder: Path, task: str, arm: str) -> dict[str, float]:
+    by_id: dict[str, list[float]] = {}
+    for r in _rows(folder / "examples" / f"{task}.{arm}.jsonl"):
+        by_id.setdefault(str(r["id"]), []).append(float(r["score"]))
+    return {i: sum(v) / len(v) for i, v in by_id.items()}
+
+
+def pooled(folders: list[Path], against: Path | None = None) -> str:
     """One recipe's seeds pooled item by item: its context effect (``pooled_context_effect``) and its
-    content effect (each item's (model - base) own minus the same with another user's context, averaged
-    over the runs, then a bootstrap interval over items)."""
+    content effect (each item's content effect averaged over the runs, then a bootstrap interval over
+    items); with ``against`` (one evaluation, e.g. CAD's), the paired differences of both effects to its."""
     from mipo.core.stats import mean_ci
     from mipo.evaluation.context_effect import pooled_context_effect
 
     context = pooled_context_effect(folders)
-    per_run = []
-    for folder in folders:
-        score = {
-            arm: {
-                r["id"]: r["score"] for r in _rows(folder / "examples" / f"{task_name(folder)}.{arm}.jsonl")
-            }
-            for arm in ("model", "baseline", "model.wrong-context", "baseline.wrong-context")
-        }
-        per_run.append(
-            {
-                i: (score["model"][i] - score["baseline"][i])
-                - (score["model.wrong-context"][i] - score["baseline.wrong-context"][i])
-                for i in score["model.wrong-context"]
-            }
-        )
-    ids = sorted(set.intersection(*(set(run) for run in per_run)))
-    content = mean_ci([sum(run[i] for run in per_run) / len(per_run) for i in ids])
-    return (
+    runs = [item_effects(folder) for folder in folders]
+    ids = sorted(set.intersection(*(set(content) for _, content in runs)))
+    content = mean_ci([sum(run[1][i] for run in runs) / len(runs) for i in ids])
+    line = (
         f"pooled over {len(folders)} runs: context effect {interval(context['context_effect'])}, generic shift "
         f"{interval(context['generic_shift'])}, content effect {interval(content)} (n = {len(ids)})"
+    )
+    if against is None:
+        return line
+    reference = item_effects(against)
+    differences = [
+        mean_ci([sum(run[k][i] for run in runs) / len(runs) - reference[k][i] for i in ids]) for k in (0, 1)
+    ]
+    return (
+        f"{line}\nminus {run_name(against)}, paired per item: context effect {interval(differences[0])}, "
+        f"content effect {interval(differences[1])}"
     )
 
 
@@ -157,9 +180,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="evaluation folders (each with results.json)")
     parser.add_argument("--pool", action="store_true", help="the folders are seeds of one recipe: pool them")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="with --pool: one evaluation folder (e.g. CAD's) to compare the effects with",
+    )
     args = parser.parse_args()
     if args.pool:
-        print(pooled(args.folders))
+        print(pooled(args.folders, args.against))
         return
     print(
         "| run | adherence model / base | context effect | content effect | generic shift | words with context "
