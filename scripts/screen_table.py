@@ -129,7 +129,7 @@ def item_effects(folder: Path) -> tuple[dict[str, float], dict[str, float]]:
     sampling seeds)."""
     task = task_name(folder)
     score = {
-        arm: item_scores(folder, task, arm)
+        arm: arm_scores(folder, task, arm)
         for arm in ("model", "baseline", "model.no-context", "baseline.no-context")
         + ("model.wrong-context", "baseline.wrong-context")
     }
@@ -142,7 +142,9 @@ def item_effects(folder: Path) -> tuple[dict[str, float], dict[str, float]]:
     return context, content
 
 
-def item_scores(folder: Path, task: str, arm: str) -> dict[str, float]:
+def arm_scores(folder: Path, task: str, arm: str) -> dict[str, float]:
+    """Each item's score in one arm's example file (``model.no-context``, ``baseline.wrong-context``, ...),
+    averaged over sampling seeds (results_table's ``item_scores`` reads only the two that results.json names)."""
     by_id: dict[str, list[float]] = {}
     for r in _rows(folder / "examples" / f"{task}.{arm}.jsonl"):
         by_id.setdefault(str(r["id"]), []).append(float(r["score"]))
