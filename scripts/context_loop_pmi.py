@@ -33,31 +33,24 @@ def main() -> int:
     import torch
 
     from mipo.engine.models import load_model
+    from mipo.engine.scoring import encode_response, reply_token_logprobs
     from mipo.training.objectives._guidance import repeated_ngram_mask, token_pmi
 
     torch.set_num_threads(1)
     model, tokenizer = load_model(args.model, device="cpu")
-
-    def prompt_ids(messages: list[dict]) -> list[int]:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def logits(prompt: list[int], reply: list[int]) -> torch.Tensor:
-        with torch.no_grad():
-            full = model(input_ids=torch.tensor([prompt + reply])).logits[0]
-        return full[len(prompt) - 1 : len(prompt) + len(reply) - 1]
-
+    rows = [row for row in _rows(args.eval_dir / "examples" / "prefs.model.jsonl") if row.get("response")]
+    texts = [row["response"] for row in rows]
+    with_context = [row["prompt"] for row in rows]
+    without = [[m for m in messages if m.get("role") != "system"] for messages in with_context]
+    # one list of log-probs per prompt kind: rows of the same reply align whatever the prompt
+    logp_with, logp_without = (
+        reply_token_logprobs(model, tokenizer, c, texts) for c in (with_context, without)
+    )
     others: list[float] = []
-    for row in _rows(args.eval_dir / "examples" / "prefs.model.jsonl"):
-        text = row.get("response") or ""
-        reply = tokenizer(text, add_special_tokens=False)["input_ids"][:64]
-        if not reply:
-            continue
-        messages = row["prompt"]
-        bare = [m for m in messages if m.get("role") != "system"]
-        pmi = token_pmi(
-            logits(prompt_ids(messages), reply), logits(prompt_ids(bare), reply), torch.tensor(reply)
-        )
+    for text, messages, lp_with, lp_without in zip(texts, with_context, logp_with, logp_without):
+        reply = encode_response(tokenizer, messages, text)[1][:64]
+        n = len(reply)
+        pmi = token_pmi(lp_with[:n], lp_without[:n], torch.tensor(reply))
         repeated = [v for v, r in zip(pmi.tolist(), repeated_ngram_mask(reply, 4)) if r]
         if repeats_itself(text):
             above = ", ".join(f"> {t}: {sum(v > t for v in repeated)}" for t in THRESHOLDS)
