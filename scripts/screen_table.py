@@ -83,17 +83,22 @@ def row(folder: Path) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def words_by(folder: Path, groups_of) -> dict:
+    """Mean-word inputs of the model's and the base's replies with the context, grouped: ``groups_of(row)``
+    gives the groups an example row counts in -> {group: [model's word counts, base's word counts]}."""
+    task = task_name(folder)
+    totals: dict = {}
+    for side, name in ((0, f"{task}.model.jsonl"), (1, f"{task}.baseline.jsonl")):
+        for row in _rows(folder / "examples" / name):
+            for group in groups_of(row):
+                totals.setdefault(group, [[], []])[side].append(len(str(row["response"]).split()))
+    return totals
+
+
 def words_by_preference(folder: Path) -> str:
     """Mean words of the model's (and the base's) replies with the context, per stated preference type: is a
     shorter reply one the user asked for (max_words) or everyone's?"""
-    totals: dict[str, list[list[int]]] = {}
-    task = task_name(folder)
-    for side, name in ((0, f"{task}.model.jsonl"), (1, f"{task}.baseline.jsonl")):
-        for row in _rows(folder / "examples" / name):
-            for preference in row.get("preferences") or []:
-                totals.setdefault(preference["type"], [[], []])[side].append(
-                    len(str(row["response"]).split())
-                )
+    totals = words_by(folder, lambda row: [p["type"] for p in row.get("preferences") or []])
     return ", ".join(
         f"{kind} {sum(m) / len(m):.0f} ({sum(b) / len(b):.0f})"
         for kind, (m, b) in sorted(totals.items())
@@ -111,14 +116,12 @@ def words_by_brevity(folder: Path) -> str:
     task = task_name(folder)
     if task not in BREVITY:
         return "-"
-    groups: dict[bool, list[list[int]]] = {}
-    for side, name in ((0, f"{task}.model.jsonl"), (1, f"{task}.baseline.jsonl")):
-        for row in _rows(folder / "examples" / name):
-            asks = any(p["type"] in BREVITY[task] for p in row.get("preferences") or [])
-            groups.setdefault(asks, [[], []])[side].append(len(str(row["response"]).split()))
+    totals = words_by(
+        folder, lambda row: [any(p["type"] in BREVITY[task] for p in row.get("preferences") or [])]
+    )
     return ", ".join(
         f"{'asks for brevity' if asks else 'does not'} ({len(m)} items) {sum(m) / len(m):.0f} ({sum(b) / len(b):.0f})"
-        for asks, (m, b) in sorted(groups.items())
+        for asks, (m, b) in sorted(totals.items())
         if m and b
     )
 
